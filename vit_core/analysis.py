@@ -1,0 +1,384 @@
+"""Analyses of a ViT's tensors: where it looks, how far it reaches, and whether the map is faithful.
+
+Every function takes tensors (or, where it must differentiate, a callable) and returns tensors:
+no hooks, no streamlit, nothing on a model changes. The patch grid (h, w) is always passed in,
+never guessed from sqrt(N), so non-square grids work. Token order is the model's:
+[prefix tokens (CLS, DeiT's distillation token); h·w patches, row-major].
+
+Shapes: B batch, L layers, H heads, T = prefix + N tokens, N = h·w patches.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+def _per_layer(attentions) -> list[torch.Tensor]:
+    """L tensors (B, H, T, T) from a list of them or from one stacked (B, L, H, T, T) tensor."""
+    if isinstance(attentions, torch.Tensor):
+        if attentions.dim() != 5:
+            raise ValueError(f"expected (B, L, heads, T, T), got {tuple(attentions.shape)}")
+        return list(attentions.unbind(1))
+    return list(attentions)
+
+
+def _normalise_rows(a: torch.Tensor) -> torch.Tensor:
+    # keepdim so each row is divided by its own sum; a row that is all zeros stays zeros.
+    return a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def _check_grid(num_patches: int, grid: tuple[int, int]):
+    if grid[0] * grid[1] != num_patches:
+        raise ValueError(f"grid {tuple(grid)} has {grid[0] * grid[1]} cells but there are {num_patches} patch tokens")
+
+
+# ----------------------------------------------------------------------------- attention rollout
+
+def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
+    """(B, H, T, T) -> (B, T, T) by the mean, max or min over heads."""
+    if head_fusion == "mean":
+        return attention.mean(1)
+    if head_fusion == "max":
+        return attention.amax(1)
+    if head_fusion == "min":
+        return attention.amin(1)
+    raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', not {head_fusion!r}")
+
+
+def discard_lowest(a: torch.Tensor, ratio: float, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Zero the lowest `ratio` fraction of the entries of each (T, T) matrix in a (B, T, T) batch.
+
+    Our choice follows jacobgil/vit-explain: the ranking is over the whole flattened matrix (not per
+    row), and entries that are never dropped are kept out of the ranking: there vit-explain protects
+    only index 0 (CLS->CLS); we protect every prefix token's self-entry, so the row a map is read
+    from (CLS, or DeiT's distillation token) always keeps weight. k = int(ratio · T²) entries go.
+    """
+    B, T, _ = a.shape
+    k = int(ratio * T * T)
+    if k <= 0:
+        return a
+    flat = a.reshape(B, T * T)  # (B, T²)
+    protected = torch.arange(num_prefix_tokens, device=a.device) * (T + 1)  # flat index of (i, i)
+    ranked = flat.clone()
+    ranked[:, protected] = float("inf")  # never among the lowest
+    lowest = ranked.topk(min(k, T * T - num_prefix_tokens), dim=-1, largest=False).indices
+    return flat.scatter(1, lowest, 0.0).reshape(B, T, T)
+
+
+def attention_rollout(attentions, *, residual: bool = True, head_fusion: str = "mean", discard_ratio: float = 0.0,
+                      start_layer: int = 0, end_layer: int | None = None, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", §3).
+
+    For each layer in attentions[start_layer:end_layer] (start inclusive, end exclusive, like a slice):
+    fuse heads -> (B, T, T); optionally drop the lowest entries (`discard_lowest`); with `residual`,
+    A = 0.5·W + 0.5·I (the paper's account of the skip connection); renormalise every row to sum 1;
+    then joint = A_l · joint, so joint = A_end-1 ··· A_start.
+
+    `attentions` is L × (B, H, T, T) or one (B, L, H, T, T). Returns joint (B, T, T): row i says how
+    much of each input token ended up in token i at the top. Every row sums to 1 (with residual off, a
+    row that discarding emptied stays 0).
+    """
+    layers = _per_layer(attentions)[start_layer:end_layer]
+    if not layers:
+        raise ValueError("no layers to roll out: check start_layer / end_layer")
+    B, _, T, _ = layers[0].shape
+    eye = torch.eye(T, device=layers[0].device)
+    joint = eye.expand(B, T, T)
+    for attention in layers:
+        a = fuse_heads(attention.float(), head_fusion)  # (B, T, T)
+        if discard_ratio > 0:
+            a = discard_lowest(a, discard_ratio, num_prefix_tokens)
+        if residual:
+            a = 0.5 * a + 0.5 * eye
+        joint = _normalise_rows(a) @ joint
+    return joint
+
+
+def rollout_to_grid(joint: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 1,
+                    query: int = 0) -> torch.Tensor:
+    """(B, T, T) -> (B, h, w): the row of token `query` (0 = CLS) over the patch tokens, on the grid.
+
+    Values are not rescaled; what the viewer shows (e.g. divided by the max) is the figure's choice.
+    """
+    row = joint[:, query, num_prefix_tokens:]  # (B, N)
+    _check_grid(row.shape[-1], grid)
+    return row.reshape(-1, *grid)  # (B, h, w), row-major like the patches
+
+
+# ----------------------------------------------------------------------------- gradient rollout
+
+def gradient_rollout(attentions, gradients, *, start_layer: int = 0, end_layer: int | None = None,
+                     num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Class-specific rollout: attention weighted by its gradient for one class.
+
+    The variant of Chefer, Gur & Wolf, "Generic Attention-model Explainability for Interpreting
+    Bi-Modal and Encoder-Decoder Transformers" (ICCV 2021), Eq. 5-6, a simplification of their CVPR 2021
+    "Transformer Interpretability Beyond Attention Visualization" (which weights LRP relevance instead
+    of the raw attention): per layer Ā = mean over heads of (∇A ⊙ A)⁺, then R ← R + Ā·R from R = I,
+    i.e. R = (I + Ā_end-1) ··· (I + Ā_start). As in their code, rows are not renormalised; the result is
+    non-negative. `num_prefix_tokens` is accepted so both rollouts take the same keywords; the maths
+    does not use it.
+    """
+    layers = _per_layer(attentions)[start_layer:end_layer]
+    grads = _per_layer(gradients)[start_layer:end_layer]
+    if not layers or len(layers) != len(grads):
+        raise ValueError(f"need as many attention as gradient layers (and some): {len(layers)} vs {len(grads)}")
+    B, _, T, _ = layers[0].shape
+    eye = torch.eye(T, device=layers[0].device)
+    R = eye.expand(B, T, T)
+    for a, g in zip(layers, grads):
+        cam = (g.float() * a.float()).clamp_min(0).mean(1)  # (B, T, T)
+        R = R + cam @ R
+    return R
+
+
+def attention_gradients(model, pixels: torch.Tensor, class_index) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Attention maps and d logit[class_index] / d attention for every layer: L × (B, H, T, T) each.
+
+    Uses `model.trace_with_grad` and `torch.autograd.grad`: no hooks, no retain_grad, and no `.grad`
+    is written on any parameter, so a shared model stays untouched. The input is a fresh leaf that
+    requires grad, so a graph exists even if the caller froze the parameters. `class_index` is an int
+    or one per image (B,). The logit (not the softmax) is differentiated, as in Chefer et al.'s code.
+    """
+    x = pixels.detach().clone().requires_grad_(True)
+    trace = model.trace_with_grad(x)
+    logits = trace.logits  # (B, classes)
+    idx = torch.as_tensor(class_index, device=logits.device).reshape(-1).expand(logits.shape[0])  # (B,)
+    target = logits.gather(1, idx[:, None]).sum()  # images are independent, so one backward serves all
+    gradients = torch.autograd.grad(target, trace.attentions)
+    return [a.detach() for a in trace.attentions], [g.detach() for g in gradients]
+
+
+# ----------------------------------------------------------------------------- how far attention reaches
+
+def patch_distances(grid: tuple[int, int], patch_size: int, device=None) -> torch.Tensor:
+    """(N, N) Euclidean distance in pixels between patch centres, patches in row-major order."""
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    centres = torch.stack([rows.flatten(), cols.flatten()], dim=1).double() * patch_size  # (N, 2)
+    return torch.cdist(centres, centres).float().to(device)
+
+
+def mean_attention_distance(attentions, grid: tuple[int, int], patch_size: int, *,
+                            num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Per layer and head, how far (in pixels) a patch looks on average (ViT paper App. D.7, Fig. 7 right).
+
+    For each patch query: Σ_k a_qk · dist(q, k) over patch keys, then the mean over patch queries.
+    Our choice for prefix tokens: prefix queries are left out (they have no place on the image), and
+    prefix keys are left out with each row renormalised over the patch keys, so the number is the
+    distance of the attention that went to the image. (Slicing without renormalising would count the
+    CLS share as distance 0 and give smaller numbers.) Returns (B, L, heads).
+    """
+    p = num_prefix_tokens
+    dist = None
+    out = []
+    for a in _per_layer(attentions):
+        a = _normalise_rows(a[..., p:, p:].float())  # (B, H, N, N) patch queries × patch keys
+        if dist is None:
+            _check_grid(a.shape[-1], grid)
+            dist = patch_distances(grid, patch_size, a.device)
+        out.append(torch.einsum("bhqk,qk->bhq", a, dist).mean(-1))  # (B, H)
+    return torch.stack(out, dim=1)  # (B, L, H)
+
+
+def uniform_attention_distance(grid: tuple[int, int], patch_size: int) -> float:
+    """The distance a head reaches by attending to every patch equally: the mean over all N² patch pairs
+    (self pairs included, as a uniform row gives 1/N to itself). 14×14 patches of 16 px: 116.49 px."""
+    return patch_distances(grid, patch_size).double().mean().item()
+
+
+# ----------------------------------------------------------------------------- CNN receptive fields
+
+class RF(NamedTuple):
+    name: str
+    rf: int  # receptive field, in input pixels, after this layer
+    jump: int  # distance in input pixels between neighbouring outputs (product of strides)
+    start: float  # input coordinate of the centre of output (0, 0); pixel i spans [i, i+1)
+
+
+def receptive_field(layers: Sequence[tuple]) -> list[RF]:
+    """Theoretical receptive field of a stack of convs/pools, layer by layer.
+
+    Each layer is (name, kernel, stride, dilation[, padding]); padding defaults to (k-1)·d // 2.
+    With k' = (k-1)·d + 1 (the dilated kernel), starting from r = j = 1, start = 0.5:
+        r_l = r_{l-1} + (k'-1)·j_{l-1},   j_l = j_{l-1}·s,   start_l = start_{l-1} + ((k'-1)/2 - p)·j_{l-1}
+    (Araujo et al., "Computing Receptive Fields of CNNs", Distill 2019). List only the main path:
+    a 1×1 shortcut does not enlarge the field.
+    """
+    rf, jump, start = 1, 1, 0.5
+    out = []
+    for name, k, s, d, *pad in layers:
+        span = (k - 1) * d  # k' - 1
+        p = pad[0] if pad else span // 2
+        rf, start, jump = rf + span * jump, start + (span / 2 - p) * jump, jump * s
+        out.append(RF(name, rf, jump, start))
+    return out
+
+
+def _vgg16_layers() -> list[tuple]:
+    layers = []
+    for stage, convs in enumerate([2, 2, 3, 3, 3], start=1):
+        layers += [(f"conv{stage}_{i}", 3, 1, 1) for i in range(1, convs + 1)]
+        layers.append((f"pool{stage}", 2, 2, 1))
+    return layers
+
+
+def _resnet50_layers() -> list[tuple]:
+    # torchvision's ResNet-50 (v1.5): the stride sits on the 3×3 conv (conv2) of a stage's first block.
+    layers = [("conv1", 7, 2, 1), ("maxpool", 3, 2, 1)]
+    for stage, (blocks, stride) in enumerate([(3, 1), (4, 2), (6, 2), (3, 2)], start=1):
+        for b in range(blocks):
+            layers += [(f"layer{stage}.{b}.conv1", 1, 1, 1),
+                       (f"layer{stage}.{b}.conv2", 3, stride if b == 0 else 1, 1),
+                       (f"layer{stage}.{b}.conv3", 1, 1, 1)]
+    return layers
+
+
+VGG16_LAYERS = _vgg16_layers()  # conv1_1 ... pool5 (Simonyan & Zisserman 2015, config D)
+RESNET50_LAYERS = _resnet50_layers()  # conv1, maxpool, layer{1-4}.{block}.conv{1-3}
+# The layer that ends each stage, by the stage's name: pick these out of receptive_field(RESNET50_LAYERS).
+RESNET50_MILESTONES = {"conv1": "conv1", "maxpool": "maxpool", "layer1": "layer1.2.conv3",
+                       "layer2": "layer2.3.conv3", "layer3": "layer3.5.conv3", "layer4": "layer4.2.conv3"}
+VGG16_MILESTONES = {f"pool{i}": f"pool{i}" for i in range(1, 6)}
+
+
+def milestones(fields: Sequence[RF], names: dict[str, str]) -> dict[str, RF]:
+    """{"layer1": RF(...), ...} from receptive_field()'s output and a milestone table."""
+    by_name = {f.name: f for f in fields}
+    return {label: by_name[name] for label, name in names.items()}
+
+
+# ----------------------------------------------------------------------------- effective receptive field
+
+def effective_receptive_field(fn: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor,
+                              position) -> torch.Tensor:
+    """|∂ out[position] / ∂ input| summed over input channels: (B, H, W) (Luo et al. 2016, NeurIPS).
+
+    `fn` maps pixels to a feature map (B, C, h, w), with position = (i, j) a cell, or to tokens
+    (B, T, D), with position = a token index (prefix tokens count: patch k is token prefix + k).
+    As in Luo et al., the gradient signal is 1 on every channel of that one output and 0 elsewhere
+    (one backward pass of the channel sum), so channels' gradients can partly cancel.
+    Gradients are taken with autograd.grad w.r.t. a copy of the input, so no parameter's
+    requires_grad or .grad is touched.
+    """
+    x = pixels.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(x)
+        if out.dim() == 4:
+            i, j = position
+            target = out[:, :, i, j]  # (B, C)
+        elif out.dim() == 3:
+            target = out[:, int(position)]  # (B, D)
+        else:
+            raise ValueError(f"fn must return (B, C, h, w) or (B, T, D), got {tuple(out.shape)}")
+        (grad,) = torch.autograd.grad(target.sum(), x)
+    return grad.abs().sum(1)  # (B, H, W)
+
+
+# ----------------------------------------------------------------------------- faithfulness
+
+def _patch_mask(order: torch.Tensor, count: int, grid: tuple[int, int], patch_size: int) -> torch.Tensor:
+    """(1, 1, H, W) float mask that is 1 on the first `count` patches of `order`."""
+    cells = torch.zeros(grid[0] * grid[1], device=order.device)
+    cells[order[:count]] = 1.0
+    cells = cells.reshape(1, 1, *grid)  # (1, 1, h, w)
+    return cells.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)  # (1, 1, H, W)
+
+
+@torch.no_grad()
+def deletion_insertion(predict: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor, scores: torch.Tensor,
+                       grid: tuple[int, int], patch_size: int, class_index: int, *, steps: int | None = None,
+                       baseline: torch.Tensor | float | None = None, batch_size: int = 16) -> dict:
+    """Deletion and insertion curves of a saliency map (Petsiuk et al. 2018, "RISE", §4.1), patch by patch.
+
+    Patches are ranked by `scores` (h, w), highest first. Deletion replaces the top patches of the image
+    with the baseline; insertion starts from the baseline and reveals the top patches. At each of
+    `steps` + 1 points (default: one per patch) the image is re-scored with `predict(pixels) -> probs
+    (B, classes)` and the probability of `class_index` is recorded. A good map makes deletion fall fast
+    (low AUC) and insertion rise fast (high AUC). AUC is the trapezoid over the fraction in [0, 1].
+
+    Baseline (our choice): zeros in the model's normalised input space, i.e. the dataset mean colour, for
+    both curves (RISE inserts into a blurred copy; pass that as `baseline` to follow it). `pixels` is one
+    image (1, C, H, W) or (C, H, W).
+    """
+    x = pixels if pixels.dim() == 4 else pixels[None]  # (1, C, H, W)
+    N = grid[0] * grid[1]
+    if x.shape[0] != 1 or x.shape[-2:] != (grid[0] * patch_size, grid[1] * patch_size):
+        raise ValueError(f"expected one image of {grid[0] * patch_size}×{grid[1] * patch_size}, got {tuple(x.shape)}")
+    _check_grid(scores.numel(), grid)
+    base = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    base = base.expand_as(x)  # a scalar, (C, 1, 1), (C, H, W) or (1, C, H, W)
+    order = torch.argsort(scores.reshape(-1).to(x.device), descending=True, stable=True)  # (N,) best first
+    steps = N if steps is None else steps
+    counts = torch.linspace(0, N, steps + 1).round().long()  # patches changed at each point
+
+    def curve(start, end):
+        probs = []
+        for chunk in counts.split(batch_size):
+            masks = torch.cat([_patch_mask(order, int(c), grid, patch_size) for c in chunk])  # (b, 1, H, W)
+            batch = start * (1 - masks) + end * masks  # (b, C, H, W)
+            probs.append(predict(batch)[:, class_index].float().cpu())
+        return torch.cat(probs)
+
+    fractions = counts.float() / N
+    deletion, insertion = curve(x, base), curve(base, x)
+    return {"fractions": fractions, "deletion": deletion, "insertion": insertion,
+            "deletion_auc": torch.trapezoid(deletion, fractions).item(),
+            "insertion_auc": torch.trapezoid(insertion, fractions).item()}
+
+
+def random_scores(grid: tuple[int, int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """(h, w) i.i.d. uniform scores: a random patch order, the baseline any saliency map should beat."""
+    return torch.rand(tuple(grid), generator=generator)
+
+
+# ----------------------------------------------------------------------------- embeddings and the residual stream
+
+def pos_embed_similarity(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Cosine similarity of every patch position embedding with every other: (h, w, h, w) (Fig. 7 centre).
+
+    `pos_embed` is (1, T, D) or (T, D); [i, j] is the map for the patch at row i, column j.
+    """
+    e = pos_embed.reshape(-1, pos_embed.shape[-1])[num_prefix_tokens:].float()  # (N, D)
+    _check_grid(e.shape[0], grid)
+    e = F.normalize(e, dim=-1)
+    return (e @ e.T).reshape(*grid, *grid)  # (h, w, h, w)
+
+
+def embedding_components(weight: torch.Tensor, k: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+    """Principal components of the patch-embedding filters E (ViT paper Fig. 7 left).
+
+    `weight` is the patch_embed conv weight (D, C, P, P): D filters, each one C·P·P image. PCA of
+    these D rows (centred on the mean filter) via SVD. Returns (components (k, C, P, P), the
+    explained-variance ratio of each (k,)). A component's sign is arbitrary; we flip each so its
+    largest-magnitude entry is positive, so the pictures do not flicker between runs.
+    """
+    D, C, P, Q = weight.shape
+    X = weight.detach().reshape(D, C * P * Q).double()
+    X = X - X.mean(0, keepdim=True)
+    _, S, Vh = torch.linalg.svd(X, full_matrices=False)  # Vh: (min(D, CPP), CPP)
+    k = min(k, Vh.shape[0])
+    comps = Vh[:k]
+    sign = comps.gather(1, comps.abs().argmax(1, keepdim=True)).sign()  # (k, 1)
+    ratio = S**2 / (S**2).sum().clamp_min(torch.finfo(S.dtype).tiny)
+    return (comps * sign).reshape(k, C, P, Q).to(weight.dtype), ratio[:k].to(weight.dtype)
+
+
+def _stack_states(hidden_states) -> torch.Tensor:
+    return hidden_states if isinstance(hidden_states, torch.Tensor) else torch.stack(list(hidden_states))
+
+
+def token_norms(hidden_states) -> torch.Tensor:
+    """L2 norm of every token in every residual-stream state: L+1 × (B, T, D) -> (L+1, B, T)."""
+    return _stack_states(hidden_states).float().norm(dim=-1)
+
+
+def cosine_to_final(hidden_states, token: int = 0) -> dict[str, torch.Tensor]:
+    """How one token (0 = CLS) turns through the layers, from z0 ... zL (L+1 × (B, T, D)).
+
+    Returns {"to_final": (L+1, B) cosine of z_l with z_L, "to_previous": (L, B) cosine of z_{l+1} with z_l}.
+    """
+    t = _stack_states(hidden_states)[:, :, token].float()  # (L+1, B, D)
+    return {"to_final": F.cosine_similarity(t, t[-1:], dim=-1),
+            "to_previous": F.cosine_similarity(t[1:], t[:-1], dim=-1)}
