@@ -1,0 +1,135 @@
+"""ViT Explorer: `streamlit run app.py`. Navigation and the shared sidebar (language, model, image)."""
+
+import logging
+
+import streamlit as st
+
+import ui
+from vit_core import hub, zoo
+
+st.set_page_config(page_title="ViT Explorer", page_icon="🔍", layout="wide")
+ui.init_state()
+t = ui.t
+
+PAGES = [  # (file, url path, title key); titles follow the language
+    ("pages/home.py", "home", "app.nav.home"),
+    ("pages/step1_patchify.py", "patchify", "app.nav.step1"),
+    ("pages/step2_project.py", "project", "app.nav.step2"),
+    ("pages/step3_position.py", "position", "app.nav.step3"),
+    ("pages/step4_cls.py", "cls", "app.nav.step4"),
+    ("pages/step5_encoder.py", "encoder", "app.nav.step5"),
+    ("pages/step6_classify.py", "classify", "app.nav.step6"),
+    ("pages/rollout_lab.py", "rollout", "app.nav.rollout"),
+    ("pages/cnn_vs_vit.py", "cnn-vs-vit", "app.nav.cnn"),
+]
+pages = {path: st.Page(path, title=t(key), url_path=url, default=url == "home") for path, url, key in PAGES}
+sections = {
+    t("app.nav.section.start"): [pages["pages/home.py"]],
+    t("app.nav.section.steps"): [pages[p] for p, *_ in PAGES[1:7]],
+    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:]],
+}
+current = st.navigation(sections)
+
+
+def language_picker():
+    names = {"en": "English", "zh": "简体中文"}
+    st.segmented_control("🌐", list(names), format_func=names.get, key="vx.lang", label_visibility="collapsed")
+    if not st.session_state["vx.lang"]:  # clicking the selected option again clears it: keep a language
+        st.session_state["vx.lang"] = "en"
+
+
+def model_picker():
+    entries = {e.id: e for e in zoo.list_models()}
+    active = st.session_state["vx.model"]
+    if active not in entries:
+        active = st.session_state["vx.model"] = zoo.DEFAULT_MODEL
+
+    def label(model_id):
+        e = entries[model_id]
+        if e.kind == "hub" and not e.cached:
+            return t("app.model.hub_label", title=e.title, mb=e.size_mb)
+        return t(f"app.model.kind.{e.kind}", title=e.title)
+
+    choice = st.selectbox(t("app.model.label"), list(entries), index=list(entries).index(active),
+                          format_func=label, key="vx.model_choice")
+    entry = entries[choice]
+    if choice != active and not (entry.kind == "hub" and not entry.cached):
+        ui.switch_model(choice)
+    elif choice != active:
+        st.info(t("app.model.needs_download", title=entry.title, mb=entry.size_mb))
+        if st.button(t("app.model.download"), key="vx.download", type="primary"):
+            download(entry)
+    card = ui.current_model()[1]
+    st.caption(t("app.model.caption", title=card.title or card.name, device=zoo.device_name()))
+
+
+def download(entry):
+    bar = st.progress(0.0, text=t("app.model.downloading", title=entry.title))
+
+    def progress(done, total):
+        bar.progress(min(1.0, done / total) if total else 0.0,
+                     text=t("app.model.progress", title=entry.title, done=done / 2**20, total=total / 2**20))
+
+    try:
+        hub.download(entry.id, progress=progress)
+    except Exception as err:  # noqa: BLE001 - offline, disk full, bad repo: a message, the old model stays
+        bar.empty()
+        ui.show_error(err)
+        return
+    bar.empty()
+    if ui.switch_model(entry.id):
+        st.rerun()
+
+
+def image_picker():
+    source = st.segmented_control(t("app.image.source"), ["sample", "upload", "camera"],
+                                  format_func=lambda s: t(f"app.image.{s}"), key="vx.image_source",
+                                  default="sample")
+    if source == "upload":
+        st.file_uploader(t("app.image.upload_label"), type=["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"],
+                         key="vx.upload", on_change=on_upload, args=("vx.upload",), max_upload_size=ui.UPLOAD_MB,
+                         help=t("app.image.upload_help", mb=ui.UPLOAD_MB))
+    elif source == "camera":
+        st.camera_input(t("app.image.camera_label"), key="vx.camera", on_change=on_upload, args=("vx.camera",))
+    else:
+        files = ui.sample_files()
+        names = [p.name for p in files]
+        now = st.session_state["vx.image"]["name"]
+        st.selectbox(t("app.image.sample_label"), names, index=names.index(now) if now in names else None,
+                     format_func=lambda n: ui.sample_label(files[names.index(n)]), key="vx.sample",
+                     on_change=on_sample, placeholder=t("app.image.own_image"))
+    show_notice()
+    st.image(ui.current_image(), caption=st.session_state["vx.image"]["name"], width="stretch")
+
+
+def on_upload(key):
+    file = st.session_state.get(key)
+    if file is not None:
+        ui.use_image(file.getvalue(), file.name)
+
+
+def on_sample():
+    name = st.session_state.get("vx.sample")
+    if name:
+        ui.use_image((ui.SAMPLES / name).read_bytes(), name)
+
+
+def show_notice():
+    notice = st.session_state.get("vx.notice")
+    if notice:
+        kind, key, params = notice
+        getattr(st, kind)(t(key, **params))
+        st.session_state["vx.notice"] = None
+
+
+with st.sidebar:
+    language_picker()
+    model_picker()
+    image_picker()
+
+try:
+    current.run()
+except Exception as err:  # noqa: BLE001 - the last net: a page failure is a message, never a traceback
+    # (st.rerun / st.stop / st.switch_page raise BaseException subclasses and pass through)
+    logging.getLogger("vit_explorer").exception("page %s failed", current.url_path)
+    ui.show_error(err)
