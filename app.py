@@ -1,6 +1,7 @@
 """ViT Explorer: `streamlit run app.py`. Navigation and the shared sidebar (language, model, image)."""
 
 import logging
+from pathlib import Path
 
 import streamlit as st
 
@@ -41,17 +42,14 @@ def language_picker():
 def model_picker():
     entries = {e.id: e for e in zoo.list_models()}
     active = st.session_state["vx.model"]
-    if active not in entries:
-        active = st.session_state["vx.model"] = zoo.DEFAULT_MODEL
+    if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
+        entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)
 
-    def label(model_id):
-        e = entries[model_id]
-        if e.kind == "hub" and not e.cached:
-            return t("app.model.hub_label", title=e.title, mb=e.size_mb)
-        return t(f"app.model.kind.{e.kind}", title=e.title)
-
+    labels = {i: t("app.model.hub_label", title=e.title, mb=e.size_mb) if e.kind == "hub" and not e.cached
+              else t(f"app.model.kind.{e.kind}", title=e.title) for i, e in entries.items()}
+    # format_func is a lookup made in this run (not a function of session state read later)
     choice = st.selectbox(t("app.model.label"), list(entries), index=list(entries).index(active),
-                          format_func=label, key="vx.model_choice")
+                          format_func=labels.get, key="vx.model_choice")
     entry = entries[choice]
     if choice != active and not (entry.kind == "hub" and not entry.cached):
         ui.switch_model(choice)
@@ -82,9 +80,9 @@ def download(entry):
 
 
 def image_picker():
-    source = st.segmented_control(t("app.image.source"), ["sample", "upload", "camera"],
-                                  format_func=lambda s: t(f"app.image.{s}"), key="vx.image_source",
-                                  default="sample")
+    sources = {s: t(f"app.image.{s}") for s in ("sample", "upload", "camera")}
+    source = st.segmented_control(t("app.image.source"), list(sources), format_func=sources.get,
+                                  key="vx.image_source", default="sample")
     if source == "upload":
         st.file_uploader(t("app.image.upload_label"), type=["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"],
                          key="vx.upload", on_change=on_upload, args=("vx.upload",), max_upload_size=ui.UPLOAD_MB,
@@ -92,12 +90,11 @@ def image_picker():
     elif source == "camera":
         st.camera_input(t("app.image.camera_label"), key="vx.camera", on_change=on_upload, args=("vx.camera",))
     else:
-        files = ui.sample_files()
-        names = [p.name for p in files]
+        names = {p.name: ui.sample_label(p) for p in ui.sample_files()}
         now = st.session_state["vx.image"]["name"]
-        st.selectbox(t("app.image.sample_label"), names, index=names.index(now) if now in names else None,
-                     format_func=lambda n: ui.sample_label(files[names.index(n)]), key="vx.sample",
-                     on_change=on_sample, placeholder=t("app.image.own_image"))
+        st.selectbox(t("app.image.sample_label"), list(names), index=list(names).index(now) if now in names else None,
+                     format_func=names.get, key="vx.sample", on_change=on_sample,
+                     placeholder=t("app.image.own_image"))
     show_notice()
     st.image(ui.current_image(), caption=st.session_state["vx.image"]["name"], width="stretch")
 
@@ -127,6 +124,7 @@ with st.sidebar:
     model_picker()
     image_picker()
 
+st.session_state["vx.via_app"] = True  # see ui._through_app
 try:
     current.run()
 except Exception as err:  # noqa: BLE001 - the last net: a page failure is a message, never a traceback

@@ -196,9 +196,10 @@ def _through_app() -> None:
     """Rerun a page that Streamlit started without app.py.
 
     Streamlit 1.67 treats a `pages/` folder beside the entry script the old (v1) way until the first
-    st.navigation call of the process: a deep link (…/encoder) opened first after a server start runs
-    the page alone, without the sidebar or state. Turning v1 mode off and rerunning goes through app.py,
-    whose st.navigation then opens the page that was asked for.
+    st.navigation call of the process (and AppTest resets that at every run): a deep link (…/encoder)
+    opened first after a server start runs the page alone, without the sidebar or state. Turning v1
+    mode off and rerunning goes through app.py, whose st.navigation then opens the page asked for.
+    app.py marks each run it makes ("vx.via_app"); page_header consumes the mark.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
@@ -208,7 +209,7 @@ def _through_app() -> None:
 
 def page_header(step: str) -> None:
     """Every page starts here: the title and two or three sentences of what this step is and why."""
-    if "vx.model" not in st.session_state:
+    if not st.session_state.pop("vx.via_app", False):
         _through_app()
     st.title(t(f"{step}.title"))
     st.markdown(t(f"{step}.why"))
@@ -265,3 +266,19 @@ def layer_head_picker(depth: int, heads: int, *, key: str = "lh", with_head: boo
 
 def plot(fig, **kwargs) -> None:
     st.plotly_chart(fig, config={"displayModeBar": False}, **kwargs)
+
+
+# --- steps 4-6 pages (CLS token, encoder, classify)
+
+def require_vit(step: str) -> None:
+    """These steps read a ViT's tokens: with another kind of model selected, say so and stop the page."""
+    if current_model()[1].arch != "vit":
+        st.info(t(f"{step}.not_vit"))
+        st.stop()
+
+
+def token_labels(tr: ViTTrace) -> list[str]:
+    """A name for every token in model order: CLS (and DeiT's distillation token), then the patches."""
+    w = tr.grid[1]
+    prefix = [t("step4.token.cls"), t("step4.token.dist")][:tr.num_prefix_tokens]
+    return prefix + [t("step4.token.patch", i=i, r=i // w, c=i % w) for i in range(tr.grid[0] * w)]

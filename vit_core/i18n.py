@@ -8,6 +8,7 @@ Placeholders use str.format: "{n} patches".
 from __future__ import annotations
 
 import json
+import re
 import string
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +34,13 @@ def translate(key: str, lang: str = "en", **params) -> str:
     if entry is None:
         return key
     text = entry.get(lang) or entry["en"]
-    return text.format_map(_Params(params)) if params else text
+    if not params:
+        return text
+    try:
+        return text.format_map(_Params(params))
+    except (ValueError, TypeError, IndexError, AttributeError):  # e.g. {mb:.1f} given None: drop the format specs
+        plain = {k: "?" if v is None else v for k, v in params.items()}
+        return re.sub(r"\{(\w+)[:!][^{}]*\}", r"{\1}", text).format_map(_Params(plain))
 
 
 class _Params(dict):

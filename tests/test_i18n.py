@@ -1,0 +1,64 @@
+"""The translation table: complete in both languages, and every key the code asks for exists."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from vit_core.i18n import LANGS, placeholders, table, translate
+
+ROOT = Path(__file__).resolve().parent.parent
+CJK = re.compile(r"[\u4e00-\u9fff]")
+SOURCES = [ROOT / "app.py", ROOT / "ui.py", *sorted((ROOT / "pages").glob("*.py"))]
+# t("key") / ui.t("key") / translate("key", ...) with a literal or an f-string key
+CALL = re.compile(r"""\b(?:t|translate)\(\s*(f?)(["'])([a-z0-9_.{}\[\]'" ]+?)\2""")
+
+
+def test_every_entry_has_both_languages_with_the_same_blanks():
+    for key, texts in table().items():
+        assert set(texts) == set(LANGS), key
+        assert all(texts[lang].strip() for lang in LANGS), key
+        assert placeholders(texts["en"]) == placeholders(texts["zh"]), key
+
+
+def test_chinese_texts_are_chinese():
+    # names of models, files and formulas may stay Latin; everything else must be written in Chinese
+    latin_ok = {k for k, v in table().items() if not re.search(r"[A-Za-z]{4,}\s+[A-Za-z]{4,}\s+[A-Za-z]{4,}", v["en"])}
+    for key, texts in table().items():
+        if key not in latin_ok:
+            assert CJK.search(texts["zh"]), f"{key} has no Chinese: {texts['zh']!r}"
+
+
+def used_keys():
+    for path in SOURCES:
+        for is_f, _, key in CALL.findall(path.read_text(encoding="utf-8")):
+            yield path.name, key, bool(is_f)
+
+
+def test_every_key_the_app_uses_exists():
+    keys = set(table())
+    used = list(used_keys())
+    assert len(used) > 50
+    for name, key, is_f in used:
+        if is_f and "{" in key:
+            pattern = re.compile("^" + re.sub(r"\\\{[^}]*\\\}", r"[a-z0-9_.]+", re.escape(key)) + "$")
+            assert any(pattern.match(k) for k in keys), f"{name}: no key matches {key}"
+        elif key.endswith("."):  # t("area.verdict." + outcome): some key must complete it
+            assert any(k.startswith(key) for k in keys), f"{name}: no key starts with {key}"
+        else:
+            assert key in keys, f"{name}: {key} is not in assets/i18n"
+
+
+def test_every_error_the_engine_raises_has_a_message():
+    from vit_core.images import ImageError
+
+    engine = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "vit_core").glob("*.py"))
+    raised = set(ImageError.KEYS) | set(re.findall(r'"((?:checkpoint|hub|zoo)\.[a-z_]+)"', engine))
+    assert raised and not raised - set(table()), sorted(raised - set(table()))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_translate_fills_blanks_and_survives_missing_values(lang):
+    assert "20" in translate("image.too_large", lang, size_mb=25.3, limit_mb=20)
+    assert translate("image.decompression_bomb", lang, megapixels=None, limit_megapixels=40.0)
+    assert translate("no.such.key", lang) == "no.such.key"
