@@ -29,7 +29,7 @@ DEFAULTS = {
     # the model in use (a load that fails leaves it unchanged); a classroom server can set another default
     "vx.model": os.environ.get("VIT_EXPLORER_MODEL", zoo.DEFAULT_MODEL),
     "vx.image": None,  # {"data": bytes, "name": str, "digest": str}: the image in use
-    "vx.patch": (0, 0),  # (row, col) of the selected patch, shared by every step
+    "vx.patch": None,  # (row, col) of the selected patch, shared by every step; None: the centre
     "vx.layer": 0,
     "vx.head": 0,
     "vx.notice": None,  # (kind, message key, params): a message to show once in the sidebar
@@ -136,7 +136,7 @@ def use_image(data: bytes, name: str) -> bool:
         notify("error", err.key, **err.params)
         return False
     st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data)}
-    st.session_state["vx.patch"] = (0, 0)
+    st.session_state["vx.patch"] = None
     return True
 
 
@@ -185,8 +185,8 @@ def live() -> Live:
 
 def patch_index(tr: ViTTrace) -> tuple[int, int]:
     """The selected patch, clamped to the current grid (another model may have a smaller one)."""
-    r, c = st.session_state["vx.patch"]
     h, w = tr.grid
+    r, c = st.session_state["vx.patch"] or (h // 2, w // 2)
     return min(r, h - 1), min(c, w - 1)
 
 
@@ -223,7 +223,7 @@ def show_tensor(label: str, tensor: torch.Tensor, *, max_rows: int = 64, max_col
         cut = x2[:max_rows, :max_cols]
         if cut.shape != x2.shape:
             st.caption(t("app.tensor.cut", rows=cut.shape[0], cols=cut.shape[1], total=x.numel()))
-        st.dataframe(cut.numpy(), use_container_width=True, height=min(400, 38 + 35 * cut.shape[0]))
+        st.dataframe(cut.numpy(), width="stretch", height=min(400, 38 + 35 * cut.shape[0]))
 
 
 def patch_picker(tr: ViTTrace, *, key: str = "pick") -> tuple[int, int]:
@@ -231,8 +231,8 @@ def patch_picker(tr: ViTTrace, *, key: str = "pick") -> tuple[int, int]:
     h, w = tr.grid
     r, c = patch_index(tr)
     cols = st.columns(2)
-    r = cols[0].number_input(t("app.patch.row", h=h), 0, h - 1, r, key=f"vx.{key}.row")
-    c = cols[1].number_input(t("app.patch.col", w=w), 0, w - 1, c, key=f"vx.{key}.col")
+    r = cols[0].number_input(t("app.patch.row", h=h - 1), 0, h - 1, r, key=f"vx.{key}.row")
+    c = cols[1].number_input(t("app.patch.col", w=w - 1), 0, w - 1, c, key=f"vx.{key}.col")
     st.session_state["vx.patch"] = (int(r), int(c))
     return int(r), int(c)
 

@@ -1,0 +1,87 @@
+"""Step 2 · Flatten + project: one patch becomes P²·C numbers, one shared matrix E maps them to D (ViT Eq. 1)."""
+
+import numpy as np
+import streamlit as st
+import torch
+
+import ui
+from vit_core import analysis, viz
+from vit_core.viz import steps as vz
+
+t = ui.t
+ui.page_header("step2")
+lv = ui.live()
+tr = lv.trace
+_, C, H, W = tr.pixels.shape
+P, (h, w) = tr.patch_size, tr.grid
+N, PPC, D = h * w, P * P * C, tr.patch_embeddings.shape[-1]
+proj = lv.model.patch_embed.proj
+weight = proj.weight.detach().cpu().float()  # (D, C, P, P): the conv the model runs
+bias = proj.bias.detach().cpu().float() if proj.bias is not None else None
+E = weight.reshape(D, PPC).T  # (P²C, D): row i multiplies entry i of a flattened patch
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def components(model_id: str, _weight):  # one SVD per model, not per click
+    return analysis.embedding_components(_weight, k=28)
+
+
+x = r"\times"
+st.latex(rf"\underbrace{{x_p}}_{{1 {x} {PPC}}} \; \underbrace{{E}}_{{{PPC} {x} {D}}} + \underbrace{{b}}_{{{D}}}"
+         rf" = \underbrace{{x_p E + b}}_{{1 {x} {D}}} \qquad "
+         rf"\underbrace{{X_p}}_{{{N} {x} {PPC}}} \, E + b = \underbrace{{Z}}_{{{N} {x} {D}}}")
+
+left, right = st.columns([2, 3], gap="large")
+with left:
+    r, c = ui.patch_picker(tr)
+    ui.clickable_chart(viz.image_grid(lv.display, tr.grid, P, selected=(r, c), hover=t("step2.grid.hover"),
+                                      height=400), key="step2.grid", grid=tr.grid)
+k = r * w + c  # row-major: the patch's place in the sequence
+with right:
+    st.subheader(t("step2.flat.title", r=r, c=c, PPC=PPC))
+    st.markdown(t("step2.flat.order", C=C, P=P, PP=P * P))
+    ui.plot(vz.vector_strip(tr.patches[0, k].numpy(), colorbar_title=t("step2.value"),
+                            x_title=t("step2.flat.axis"), hover=t("step2.flat.hover")), key="step2.flat")
+    ui.show_tensor(t("step2.tensor.patch", r=r, c=c), tr.patches[0, k])
+    st.subheader(t("step2.embed.title", D=D))
+    ui.plot(vz.vector_strip(tr.patch_embeddings[0, k].numpy(), colorbar_title=t("step2.value"),
+                            x_title=t("step2.embed.axis"), hover=t("step2.embed.hover")), key="step2.embed")
+    ui.show_tensor(t("step2.tensor.embed", r=r, c=c), tr.patch_embeddings[0, k])
+
+st.subheader(t("step2.E.title", PPC=PPC, D=D))
+fig, (rows, cols) = vz.projection_matrix(E.numpy(), colorbar_title=t("step2.weight"), x_title=t("step2.E.x", D=D),
+                                   y_title=t("step2.E.y", PPC=PPC))
+ui.plot(fig, key="step2.E")
+cut = (rows, cols) != (PPC, D)
+st.caption(t("step2.E.caption") + (" " + t("step2.E.cut", rows=rows, cols=cols, R=PPC, C=D) if cut else ""))
+ui.show_tensor("E", E)
+
+st.subheader(t("step2.check.title"))
+diff = (analysis.linear_patch_embed(tr.pixels, weight, bias) - tr.patch_embeddings).abs().max().item()
+scale = tr.patch_embeddings.abs().max().item()
+st.metric(t("step2.check.metric"), f"{diff:.2e}", t("step2.check.relative", rel=diff / max(scale, 1e-12)),
+          delta_color="off", delta_arrow="off")
+# float32 rounding is ~1e-6 of the output's size; a GPU conv in TF32 (PyTorch's default for cuDNN) keeps
+# only ~3 significant digits, so there the bar is 1e-2 of the size, and the page says why
+tf32 = lv.model.patch_embed.proj.weight.is_cuda and torch.backends.cudnn.allow_tf32
+ok = diff < (1e-2 if tf32 else 1e-4) * max(1.0, scale)
+(st.success if ok else st.warning)(t(f"step2.check.{'ok' if ok else 'bad'}", N=N, D=D, P=P))
+if tf32:
+    st.caption(t("step2.check.tf32"))
+
+st.subheader(t("step2.pca.title"))
+comps, ratio = components(st.session_state["vx.model"], weight)
+n = len(ratio)
+st.markdown(t("step2.pca.intro", k=n, PPC=PPC, D=D) + (" " + t("step2.pca.few", k=n) if n < 28 else ""))
+pc, curve = st.columns([3, 2], gap="large")
+with pc:
+    labels = [t("step2.pca.label", i=i + 1, p=float(v)) for i, v in enumerate(ratio)]
+    ui.plot(vz.components_mosaic(comps.numpy(), labels, cols=-(-n // 4), colorbar_title=t("step2.pca.colorbar")),
+            key="step2.pca")
+    st.caption(t(f"step2.pca.caption.{'rgb' if C == 3 else 'gray'}"))
+with curve:
+    steps = np.arange(1, n + 1)
+    ui.plot(viz.lines(steps, {t("step2.pca.each"): ratio.numpy(), t("step2.pca.total"): ratio.cumsum(0).numpy()},
+                      x_title=t("step2.pca.x"), y_title=t("step2.pca.y"), y_range=[0, 1.02], height=380),
+            key="step2.pca.curve")
+    st.caption(t("step2.pca.sum", k=n, p=float(ratio.sum()), p3=float(ratio[:3].sum())))
