@@ -246,6 +246,8 @@ def clickable_chart(fig, *, key: str, grid: tuple[int, int]) -> None:
     if points and points != seen:
         st.session_state[f"{key}.seen"] = points
         cd = points[0].get("customdata")
+        if isinstance(cd, dict):  # the browser sends a list as {"0": r, "1": c}
+            cd = [cd[k] for k in sorted(cd, key=int)]
         if cd is not None and len(cd) >= 2 and 0 <= int(cd[0]) < grid[0] and 0 <= int(cd[1]) < grid[1]:
             st.session_state["vx.patch"] = (int(cd[0]), int(cd[1]))
             for k in ("row", "col"):  # the number inputs follow the click

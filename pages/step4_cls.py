@@ -1,0 +1,89 @@
+"""Step 4: prepend the CLS token, add the position embeddings, and follow the CLS token up the layers."""
+
+import numpy as np
+import streamlit as st
+import torch
+
+import ui
+from vit_core import analysis, viz
+from vit_core.viz import encoder as vz
+
+t = ui.t
+ui.page_header("step4")
+ui.require_vit("step4")
+lv = ui.live()
+tr = lv.trace
+p, (h, w) = tr.num_prefix_tokens, tr.grid
+N, D, L = h * w, tr.tokens.shape[-1], len(tr.layers)
+T = N + p
+labels = ui.token_labels(tr)
+x = r"\times"
+
+prefix_tex = r"x_\text{class};\, x_\text{dist}" if p == 2 else r"x_\text{class}"
+st.latex(rf"z_0 = [\,\underbrace{{{prefix_tex}}}_{{{p}{x}{D}}};\ \underbrace{{x_p^1 E;\, \dots;\, x_p^{{{N}}} E}}_{{{N}{x}{D}}}\,]"
+         rf" + \underbrace{{E_\text{{pos}}}}_{{{T}{x}{D}}} \;\in\; \mathbb{{R}}^{{{T}{x}{D}}}")
+if p == 2:
+    st.info(t("step4.deit"))
+
+# --- the sequence, built in three steps on one colour scale
+patches = tr.patch_embeddings[0]  # (N, D)
+sequence = torch.cat([tr.prefix_tokens[0], patches])  # (T, D): [CLS; (DIST;) x_p E]
+pos, z0 = tr.pos_embed[0], tr.tokens[0]  # (T, D) each
+zmax = float(torch.stack([sequence.abs().max(), pos.abs().max(), z0.abs().max()]).max())
+st.subheader(t("step4.build.title"))
+st.session_state.setdefault("step4.stage", 1)
+stages = {s: t(f"step4.stage.{s}") for s in (1, 2, 3)}  # a lookup made now: format_func may run after this run
+stage = st.segmented_control(t("step4.stage.label"), list(stages), format_func=stages.get,
+                             key=ui.persist("step4.stage")) or 1
+heat = dict(colorbar_title=t("step4.value"), x_title=t("step4.axis.dim", D=D), y_title=t("step4.axis.token"),
+            hover=t("step4.hover.token"), zmax=zmax)
+if stage == 1:
+    st.caption(t("step4.stage.1.caption", N=N, D=D))
+    ui.plot(vz.token_heatmap(patches, labels[p:], title=t("step4.fig.patches", N=N, D=D), **heat), key="step4.seq")
+    ui.show_tensor(t("step4.tensor.patches"), patches)
+elif stage == 2:
+    st.caption(t("step4.stage.2.caption", T=T, D=D, p=p))
+    ui.plot(vz.token_heatmap(sequence, labels, prefix_rows=p, title=t("step4.fig.prepended", T=T, D=D), **heat),
+            key="step4.seq")
+    ui.show_tensor(t("step4.tensor.sequence"), sequence)
+else:
+    st.caption(t("step4.stage.3.caption", T=T, D=D, diff=float((sequence + pos - z0).abs().max())))
+    left, right = st.columns(2)
+    with left:
+        ui.plot(vz.token_heatmap(pos, labels, prefix_rows=p, title=t("step4.fig.pos", T=T, D=D), **heat), key="step4.pos")
+    with right:
+        ui.plot(vz.token_heatmap(z0, labels, prefix_rows=p, title=t("step4.fig.z0", T=T, D=D), **heat), key="step4.seq")
+    ui.show_tensor(t("step4.tensor.z0"), z0)
+
+# --- the CLS vector itself: learned, the same for every image, until attention mixes the image in
+st.subheader(t("step4.cls.title", D=D))
+cls_in, cls_param = tr.prefix_tokens[0, 0], lv.model.cls_token.detach().cpu()[0, 0]
+rows = torch.stack([cls_in, z0[0], tr.hidden_states[-1][0, 0]])  # (3, D)
+st.markdown(t("step4.cls.text", diff=float((cls_in - cls_param).abs().max())))
+ui.plot(viz.heatmap(rows, colorbar_title=t("step4.value"), diverging=True, x_title=t("step4.axis.dim", D=D),
+                    y=[t("step4.cls.row.param"), t("step4.cls.row.z0"), t("step4.cls.row.final", L=L)],
+                    hover=t("step4.hover.vector"), height=260), key="step4.cls")
+ui.show_tensor(t("step4.tensor.cls"), cls_in)
+
+# --- how the CLS token changes through the layers
+st.subheader(t("step4.layers.title"))
+norms = analysis.token_norms(tr.hidden_states)[:, 0]  # (L+1, T)
+cos = analysis.cosine_to_final(tr.hidden_states, token=0)
+depth = list(range(L + 1))
+left, right = st.columns(2)
+with left:
+    ui.plot(viz.lines(depth, {t("step4.series.cls"): norms[:, 0], t("step4.series.patch"): norms[:, p:].mean(-1)},
+                      title=t("step4.fig.norm"), x_title=t("step4.axis.layer"), y_title=t("step4.axis.norm"), height=340),
+            key="step4.norm")
+with right:
+    to_prev = np.concatenate([[np.nan], cos["to_previous"][:, 0].numpy()])  # z_0 has no previous state
+    ui.plot(viz.lines(depth, {t("step4.series.final"): cos["to_final"][:, 0], t("step4.series.previous"): to_prev},
+                      title=t("step4.fig.cos"), x_title=t("step4.axis.layer"), y_title=t("step4.axis.cos"),
+                      height=340, y_range=[-1.05, 1.05]), key="step4.cos")
+st.caption(t("step4.layers.caption"))
+
+maps = analysis.prefix_attention_maps(tr.attentions, tr.grid, p)[:, 0]  # (L, h, w)
+st.markdown(t("step4.attn.text"))
+ui.plot(vz.map_grid(maps, [t("step4.attn.panel", l=i + 1, share=float(m.sum())) for i, m in enumerate(maps)],
+                    colorbar_title=t("step4.attention"), cols=4, hover=t("step4.hover.map")), key="step4.attn")
+ui.show_tensor(t("step4.attn.tensor"), maps)
