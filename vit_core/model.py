@@ -230,7 +230,8 @@ class ViT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # qkv has no bias in some checkpoints (qkv_bias=False)
+                    nn.init.zeros_(m.bias)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,106 @@
+"""What the app lists and loads: the embedded models, the curated hub models, local checkpoints.
+
+    load_model()                      the embedded Fashion-MNIST ViT ("fmnist-vit")
+    load_model("fmnist-cnn")          the embedded CNN
+    load_model("deit-tiny")           a curated hub model (from the cache, else downloaded)
+    load_model("models/my_vit.npz")   any checkpoint load_checkpoint reads
+    list_models()                     all of the above, each with whether it loads without network
+
+Every model comes back on `device()` in eval mode with its parameters frozen: nothing in the app
+trains, and trace_with_grad() differentiates with respect to the input, not the weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vit_core import hub
+from vit_core.weights import ROOT, WEIGHT_SUFFIXES, CheckpointError, load_checkpoint
+
+ASSETS = ROOT / "assets" / "models"
+MODELS_DIR = ROOT / "models"  # drop checkpoints here
+ENV_DIR = "VIT_EXPLORER_MODELS"  # ... or in the folder this variable names
+DEFAULT_MODEL = "fmnist-vit"
+EMBEDDED = {"fmnist-vit": "ViT · Fashion-MNIST (embedded)", "fmnist-cnn": "CNN · Fashion-MNIST (embedded)"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str  # what load_model() takes: an embedded name, a hub id, or a path
+    title: str
+    kind: str  # "embedded", "hub" or "local"
+    cached: bool  # loads now without network: embedded file present, hub model in the cache, local file
+    size_mb: float | None = None  # hub: about how much a download is
+    source: str = ""  # file path or hub URL
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name() -> str:
+    return f"CUDA · {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU"
+
+
+def embedded_path(name: str) -> Path:
+    return ASSETS / f"{name}.safetensors"
+
+
+def local_dirs() -> list[Path]:
+    dirs = [MODELS_DIR]
+    if os.environ.get(ENV_DIR):
+        dirs.append(Path(os.environ[ENV_DIR]).expanduser())
+    return list(dict.fromkeys(d.resolve() for d in dirs if d.is_dir()))  # each folder once
+
+
+def local_checkpoints(folder: Path) -> list[Path]:
+    """Weights files and checkpoint directories (with config.json) directly inside `folder`.
+    Our own pairs (x.safetensors + x.json) count once, through the weights file."""
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if (p.is_dir() and (p / "config.json").is_file()) or (p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)):
+            found.append(p)
+    return found
+
+
+def list_models(cache_dir: str | Path | None = None) -> list[ModelEntry]:
+    entries = [ModelEntry(name, title, "embedded", embedded_path(name).is_file(), source=str(embedded_path(name)))
+               for name, title in EMBEDDED.items()]
+    entries += [ModelEntry(e.id, e.title, "hub", hub.is_cached(e, cache_dir), e.size_mb, e.url) for e in hub.CATALOGUE]
+    entries += [ModelEntry(str(p), p.name, "local", True, source=str(p))
+                for folder in local_dirs() for p in local_checkpoints(folder)]
+    return entries
+
+
+def load_model(name_or_path: str | Path | None = None, *, progress=None, cache_dir: str | Path | None = None):
+    """(model, card) on device(), in eval mode. `progress(done, total)` reports a hub download."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    if name in EMBEDDED:
+        if not embedded_path(name).is_file():
+            raise CheckpointError("checkpoint.not_found", f"the embedded model {name} is missing: "
+                                  f"expected {embedded_path(name)} and its .json card (run the training script)")
+        model, card = load_checkpoint(embedded_path(name))
+    elif _is_hub(name):
+        model, card = hub.load(hub.get(name), progress=progress, cache_dir=cache_dir)
+    elif Path(name).expanduser().exists():
+        model, card = load_checkpoint(Path(name).expanduser())
+    else:
+        raise CheckpointError("zoo.unknown_model", f"{name!r} is neither an embedded model "
+                              f"({', '.join(EMBEDDED)}), a hub model ({', '.join(e.id for e in hub.CATALOGUE)}), "
+                              "nor an existing file or folder")
+    model = model.to(device()).eval().requires_grad_(False)
+    return model, card
+
+
+def _is_hub(name: str) -> bool:
+    try:
+        hub.get(name)
+        return True
+    except KeyError:
+        return False
