@@ -413,3 +413,12 @@ def test_a_transformers_config_that_disagrees_with_its_weights(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(tmp_path / "tf")
     assert e.value.key == "checkpoint.unsupported" and "gelu_new" in str(e.value)
+
+
+def test_imagenet_checkpoints_get_chinese_class_names():
+    from vit_core.weights import class_names, class_names_zh
+
+    names = class_names(1000, {str(i): f"LABEL_{i}" for i in range(1000)})
+    zh = class_names_zh(names)
+    assert len(zh) == 1000 and zh[1] == "金鱼" and zh[504] == "咖啡杯"
+    assert class_names_zh(["a", "b"]) is None

@@ -460,6 +460,16 @@ def class_names(n: int, names=None) -> list[str]:
     return [f"class {i}" for i in range(n)]
 
 
+@lru_cache(maxsize=1)
+def imagenet_classes_zh() -> tuple[str, ...]:
+    return tuple(json.loads((ROOT / "assets" / "imagenet_classes_zh.json").read_text(encoding="utf-8")))
+
+
+def class_names_zh(names: list[str]) -> list[str] | None:
+    """Chinese names where we have them: the ImageNet-1k classes (assets/imagenet_classes_zh.json)."""
+    return list(imagenet_classes_zh()) if tuple(names) == imagenet_classes() else None
+
+
 # What each layout's own evaluation code does when the file says nothing.
 DEFAULT_PREPROCESS = {
     "timm": dict(crop_pct=0.875, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD),  # timm / DeiT
@@ -526,8 +536,9 @@ def from_state_dict(sd: dict, *, layout: str | None = None, source: str = "", na
     # Names no table row knows stay as the file spells them, so the error names them as the user sees them.
     model = strict_load(lambda: ViT(cfg), timm_sd | {k: sd[k] for k in left}, what=what)
     name = name or Path(source).stem or layout
+    names = class_names(cfg.num_classes, labels)
     card = ModelCard(name=name, arch="vit", config=cfg, preprocess=_preprocess(cfg, layout, **(preprocess or {})),
-                     class_names=class_names(cfg.num_classes, labels), title=f"{name} ({layout})",
+                     class_names=names, class_names_zh=class_names_zh(names), title=f"{name} ({layout})",
                      source=str(source), layout=layout, extra=dict(extra or {}))
     return model, card
 
