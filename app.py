@@ -12,18 +12,21 @@ st.set_page_config(page_title="ViT Explorer", page_icon="🔍", layout="wide")
 ui.init_state()
 t = ui.t
 
-PAGES = [  # (file, url path, title key); titles follow the language
-    ("pages/home.py", "home", "app.nav.home"),
-    ("pages/step1_patchify.py", "patchify", "app.nav.step1"),
-    ("pages/step2_project.py", "project", "app.nav.step2"),
-    ("pages/step3_position.py", "position", "app.nav.step3"),
-    ("pages/step4_cls.py", "cls", "app.nav.step4"),
-    ("pages/step5_encoder.py", "encoder", "app.nav.step5"),
-    ("pages/step6_classify.py", "classify", "app.nav.step6"),
-    ("pages/rollout_lab.py", "rollout", "app.nav.rollout"),
-    ("pages/cnn_vs_vit.py", "cnn-vs-vit", "app.nav.cnn"),
+# (file, title key). Each URL is the file's stem (/step5_encoder): Streamlit resolves a deep link
+# opened right after a server start the old pages/-folder way, and these URLs work both ways.
+PAGES = [
+    ("pages/home.py", "app.nav.home"),
+    ("pages/step1_patchify.py", "app.nav.step1"),
+    ("pages/step2_project.py", "app.nav.step2"),
+    ("pages/step3_position.py", "app.nav.step3"),
+    ("pages/step4_cls.py", "app.nav.step4"),
+    ("pages/step5_encoder.py", "app.nav.step5"),
+    ("pages/step6_classify.py", "app.nav.step6"),
+    ("pages/rollout_lab.py", "app.nav.rollout"),
+    ("pages/cnn_vs_vit.py", "app.nav.cnn"),
 ]
-pages = {path: st.Page(path, title=t(key), url_path=url, default=url == "home") for path, url, key in PAGES}
+pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=path == "pages/home.py")
+         for path, key in PAGES}
 sections = {
     t("app.nav.section.start"): [pages["pages/home.py"]],
     t("app.nav.section.steps"): [pages[p] for p, *_ in PAGES[1:7]],
@@ -40,7 +43,7 @@ def language_picker():
 
 
 def model_picker():
-    entries = {e.id: e for e in zoo.list_models()}
+    entries = {e.id: e for e in zoo.list_models() if e.id not in zoo.NOT_VIT}  # the CNN has its own page
     active = st.session_state["vx.model"]
     if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
         entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)

@@ -382,3 +382,221 @@ def cosine_to_final(hidden_states, token: int = 0) -> dict[str, torch.Tensor]:
     t = _stack_states(hidden_states)[:, :, token].float()  # (L+1, B, D)
     return {"to_final": F.cosine_similarity(t, t[-1:], dim=-1),
             "to_previous": F.cosine_similarity(t[1:], t[:-1], dim=-1)}
+
+
+# --- steps 4-6 pages (CLS token, encoder, classify)
+
+def prefix_attention_maps(attentions, grid: tuple[int, int], num_prefix_tokens: int = 1,
+                          token: int = 0) -> torch.Tensor:
+    """Where one prefix token (0 = CLS) looks in every layer, averaged over heads: (L, B, h, w).
+
+    Only the patch keys are kept and not renormalised, so a map sums to the share of attention that
+    went to the image (the rest went to the prefix tokens).
+    """
+    rows = torch.stack([a[:, :, token, num_prefix_tokens:].float().mean(1) for a in _per_layer(attentions)])  # (L, B, N)
+    _check_grid(rows.shape[-1], grid)
+    return rows.reshape(*rows.shape[:2], *grid)  # (L, B, h, w)
+
+
+def query_attention(q: torch.Tensor, k: torch.Tensor, query: int) -> dict[str, torch.Tensor]:
+    """softmax(q kᵀ / √d) for one query token, written out (paper App. A, Eq. 5-6).
+
+    q, k: (..., T, d) for one head or (B, heads, T, d) for many. Returns {"scores": (..., T) the
+    scaled dot products q_query · k_j / √d, "weights": (..., T) their softmax over the keys j}.
+    """
+    q_i = q[..., query, :].float()  # (..., d)
+    scores = (k.float() @ q_i[..., None])[..., 0] * q.shape[-1] ** -0.5  # (..., T)
+    return {"scores": scores, "weights": scores.softmax(-1)}
+
+
+def sublayer_norms(layers) -> dict[str, torch.Tensor]:
+    """How much each sub-block writes into the residual stream, per layer and token.
+
+    `layers` are LayerTrace-like (attn_out, after_attn, after_mlp: (B, T, D) each). Attention adds
+    attn_out (Eq. 2); the MLP adds z_l − z'_l (Eq. 3). Returns {"attention", "mlp"}: (L, B, T) L2 norms.
+    """
+    return {"attention": torch.stack([layer.attn_out.float().norm(dim=-1) for layer in layers]),
+            "mlp": torch.stack([(layer.after_mlp.float() - layer.after_attn.float()).norm(dim=-1) for layer in layers])}
+
+
+def attention_cost(num_tokens: int, num_heads: int, depth: int, embed_dim: int) -> dict[str, int]:
+    """What global attention costs for one image: every token scores every token in every head.
+
+    T² weights per head, heads·T² per layer, depth·heads·T² in all; multiply-adds for q kᵀ and for
+    A·v are T²·d_head per head each, so 2·T²·D per layer. All grow with T², i.e. with N².
+    """
+    per_head = num_tokens ** 2
+    return {"per_head": per_head, "per_layer": per_head * num_heads, "total": per_head * num_heads * depth,
+            "mult_adds": 2 * per_head * embed_dim * depth}
+
+
+def classify_readout(z_last: torch.Tensor, norm: tuple, heads: Sequence[tuple]) -> dict:
+    """Eq. 4 and the head, recomputed from the last residual state z_L (B, T, D).
+
+    norm = (weight, bias, eps) of the final LayerNorm; heads = [(W (classes, D), b (classes,)), ...],
+    one per prefix token in order (CLS; DeiT's distillation token). Prefix token i feeds head i:
+    y_i = LN(z_L^i), logits_i = y_i Wᵀ + b. With two heads the logits are their mean (DeiT at
+    inference). Returns {"y": (B, heads, D), "head_logits": [(B, classes)], "logits", "probs"}.
+    """
+    weight, bias, eps = norm
+    z = z_last[:, :len(heads)].float()  # (B, heads, D): the prefix tokens only
+    y = F.layer_norm(z, z.shape[-1:], weight.float(), bias.float(), eps)
+    head_logits = [F.linear(y[:, i], W.float(), b.float()) for i, (W, b) in enumerate(heads)]
+    logits = torch.stack(head_logits).mean(0)  # (B, classes)
+    return {"y": y, "head_logits": head_logits, "logits": logits, "probs": logits.softmax(-1)}
+
+
+# --- steps 1-3 pages (patchify, flatten + project, position embedding)
+
+class PatchGeometry(NamedTuple):
+    patch_size: int  # P
+    grid: tuple[int, int]  # (h, w) = (H/P, W/P)
+    num_patches: int  # N = HW/P²
+    patch_dim: int  # P²·C numbers in one flattened patch
+    tokens: int  # T = prefix + N
+    attention_entries: int  # T²: the weights in one head's attention matrix of one layer
+
+
+def patch_geometry(image_size: tuple[int, int], patch_size: int, in_chans: int,
+                   num_prefix_tokens: int = 1) -> PatchGeometry:
+    """What cutting an H×W×C image into P×P patches gives: the grid, N, P²·C, T and T²."""
+    H, W = image_size
+    P = patch_size
+    if P < 1 or H % P or W % P:
+        raise ValueError(f"patch size {P} does not tile a {H}×{W} image")
+    grid = (H // P, W // P)
+    N = grid[0] * grid[1]
+    T = N + num_prefix_tokens
+    return PatchGeometry(P, grid, N, P * P * in_chans, T, T * T)
+
+
+def patch_size_options(image_size: tuple[int, int], patch_size: int | None = None) -> list[int]:
+    """Patch sizes that tile H×W exactly and leave at least 2 patches along the shorter side:
+    the common divisors of H and W from 2 to min(H, W)/2, plus the model's own `patch_size`."""
+    H, W = image_size
+    options = {p for p in range(2, min(H, W) // 2 + 1) if H % p == 0 and W % p == 0}
+    return sorted(options | ({patch_size} if patch_size else set()))
+
+
+def linear_patch_embed(pixels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x_p E + b for every patch, written as unfold + one matmul: (B, C, H, W) -> (B, N, D).
+
+    `weight` is the patch_embed conv weight (D, C, P, P). Flattening each of its D filters gives the rows
+    of Eᵀ in (C, P, P) order, the same order unfold lays out a patch, so E = weight.reshape(D, C·P·P)ᵀ.
+    A conv with kernel = stride = P computes exactly this; the step-2 page checks it on live tensors.
+    """
+    D, _, P, _ = weight.shape
+    patches = F.unfold(pixels, kernel_size=P, stride=P).transpose(1, 2)  # (B, C·P·P, N) -> (B, N, C·P·P)
+    E = weight.reshape(D, -1).T  # (C·P·P, D)
+    out = patches @ E  # (B, N, D)
+    return out + bias if bias is not None else out
+
+
+def pos_embed_row(pos_embed: torch.Tensor, token: int, grid: tuple[int, int],
+                  num_prefix_tokens: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarity of one position embedding with every slot, split where the slots live.
+
+    `token` indexes the model's sequence [prefix slots; h·w patches] (0 = CLS; patch (i, j) is
+    prefix + i·w + j). Prefix slots have no place on the grid, so they come back apart:
+    returns (prefix similarities (prefix,), patch similarities (h, w)).
+    """
+    e = F.normalize(pos_embed.reshape(-1, pos_embed.shape[-1]).float(), dim=-1)  # (T, D)
+    _check_grid(e.shape[0] - num_prefix_tokens, grid)
+    sims = e @ e[token]  # (T,)
+    return sims[:num_prefix_tokens], sims[num_prefix_tokens:].reshape(grid)
+
+
+def corresponding_cell(cell: tuple[int, int], old_grid: tuple[int, int], new_grid: tuple[int, int]) -> tuple[int, int]:
+    """The cell of `new_grid` whose area holds the centre of `cell` of `old_grid` (same relative place)."""
+    return tuple(min(n - 1, int((i + 0.5) * n / o)) for i, o, n in zip(cell, old_grid, new_grid))
+
+
+# --- rollout page (attention rollout lab)
+
+def top_patches(values: torch.Tensor, k: int = 5) -> list[tuple[int, int, float]]:
+    """The k largest cells of a map (h, w) as (row, col, value), largest first."""
+    h, w = values.shape
+    top = values.reshape(-1).float().topk(min(k, h * w))
+    return [(int(i) // w, int(i) % w, float(v)) for v, i in zip(top.values, top.indices)]
+
+
+def faithfulness_check(predict: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor, scores: torch.Tensor,
+                       grid: tuple[int, int], patch_size: int, class_index: int, *, steps: int | None = None,
+                       random_orders: int = 1, seed: int = 0, batch_size: int = 16) -> dict:
+    """`deletion_insertion` for a map and for `random_orders` random patch orders drawn with a fixed seed.
+
+    Returns deletion_insertion's dict for `scores`, plus "random_deletion" / "random_insertion": the
+    mean curve over the random orders, and "random_deletion_auc" / "random_insertion_auc": the mean
+    of their AUCs (equal to the AUC of the mean curve: the trapezoid is linear). A map is only worth
+    reading if it beats a random order: lower deletion AUC, higher insertion AUC.
+    """
+    if random_orders < 1:
+        raise ValueError("random_orders must be at least 1")
+    run = lambda s: deletion_insertion(predict, pixels, s, grid, patch_size, class_index,  # noqa: E731
+                                       steps=steps, batch_size=batch_size)
+    result = run(scores)
+    generator = torch.Generator().manual_seed(seed)
+    randoms = [run(random_scores(grid, generator)) for _ in range(random_orders)]
+    for curve in ("deletion", "insertion"):
+        result[f"random_{curve}"] = torch.stack([r[curve] for r in randoms]).mean(0)
+        result[f"random_{curve}_auc"] = sum(r[f"{curve}_auc"] for r in randoms) / random_orders
+    return result
+
+
+# --- cnn page (CNN vs ViT reach)
+
+def nearest_unit(coord: float, field: RF, size: int) -> tuple[int, float]:
+    """Along one axis: the output unit of a layer whose centre is nearest to input coordinate `coord`,
+    and that centre. Units sit at start + i·jump (RF.start, RF.jump); the "same"-padded layers here
+    (ResNet-50, VGG-16, our CNN) keep ceil(size / jump) of them, so i is clamped to that range."""
+    count = -(-size // field.jump)  # ceil
+    i = int((coord - field.start + field.jump / 2) // field.jump)  # round to the nearest centre
+    i = min(max(i, 0), count - 1)
+    return i, field.start + i * field.jump
+
+
+def rf_span(coord: float, field: RF, size: int) -> tuple[float, float, float]:
+    """(centre, low, high) along one axis: the receptive field of the unit nearest `coord`, clipped to
+    the image [0, size] (the part that falls on padding sees nothing)."""
+    _, centre = nearest_unit(coord, field, size)
+    return centre, max(0.0, centre - field.rf / 2), min(float(size), centre + field.rf / 2)
+
+
+def normalise_peak(erf: torch.Tensor) -> torch.Tensor:
+    """Each map of (B, H, W) divided by its own maximum, so two networks share one 0..1 colour scale."""
+    peak = erf.flatten(1).amax(1).clamp_min(torch.finfo(erf.dtype).tiny)  # (B,)
+    return erf / peak[:, None, None]
+
+
+def erf_fraction(erf: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
+    """Fraction of the input pixels whose gradient is above `threshold` × the map's max: (B, H, W) -> (B,).
+    An all-zero map reaches nothing (0)."""
+    return (normalise_peak(erf) > threshold).flatten(1).float().mean(1)
+
+
+def vit_erf(model, pixels: torch.Tensor, layer: int, token: int) -> torch.Tensor:
+    """ERF (B, H, W) of token `token` (prefix tokens count) in z_layer, the output of block `layer` (1..L)."""
+    return effective_receptive_field(lambda x: model.trace_with_grad(x).hidden_states[layer], pixels, token)
+
+
+def cnn_erf(cnn, pixels: torch.Tensor, layer: str, cell: tuple[int, int]) -> torch.Tensor:
+    """ERF (B, H, W) of the feature map cell (i, j) after CNN layer `layer` (a `SmallCNN.features()` name)."""
+    return effective_receptive_field(lambda x: dict(cnn.features(x))[layer], pixels, cell)
+
+
+def compare_data_efficiency(summary: dict, a: str = "vit", b: str = "cnn") -> list[dict]:
+    """Model `a` against model `b` at every training-set size both ran, from `train.summarize()`'s output.
+
+    One row per size, smallest first: {"size", "a", "b" (mean test accuracy), "diff" (a - b),
+    "leader" (a, b, or None for equal means), "seeds" (the fewer of the two seed counts),
+    "clear" (the seeds' min-max ranges do not overlap, so every seed agrees on the leader)}.
+    """
+    rows = []
+    for size in sorted(set(summary.get(a, {})) & set(summary.get(b, {})), key=int):
+        ca, cb = summary[a][size], summary[b][size]
+        diff = ca["mean"] - cb["mean"]
+        leader = a if diff > 0 else b if diff < 0 else None
+        clear = ca["min"] > cb["max"] if diff > 0 else cb["min"] > ca["max"] if diff < 0 else False
+        rows.append({"size": int(size), "a": ca["mean"], "b": cb["mean"], "diff": diff, "leader": leader,
+                     "seeds": min(len(ca["accuracies"]), len(cb["accuracies"])), "clear": clear})
+    return rows

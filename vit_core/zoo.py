@@ -26,6 +26,7 @@ MODELS_DIR = ROOT / "models"  # drop checkpoints here
 ENV_DIR = "VIT_EXPLORER_MODELS"  # ... or in the folder this variable names
 DEFAULT_MODEL = "fmnist-vit"
 EMBEDDED = {"fmnist-vit": "ViT · Fashion-MNIST (embedded)", "fmnist-cnn": "CNN · Fashion-MNIST (embedded)"}
+NOT_VIT = {"fmnist-cnn"}  # loadable by name, but not a model the six ViT steps can show
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,322 @@
+"""The "CNN vs ViT reach" page: its analyses against independent oracles, then the page in AppTest.
+
+Oracles: a linear conv stack with all-ones kernels has a gradient that is non-zero exactly on the
+theoretical receptive field, so `rf_span` must draw that support; a ViT token before any block
+(z0) depends only on its own patch. The page's numbers are checked against vit_core computed here.
+"""
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vit_core import analysis, zoo
+from vit_core.card import ModelCard, Preprocess
+from vit_core.cnn import DEFAULT_CONFIG, build_cnn, layer_specs
+from vit_core.i18n import translate
+from vit_core.model import ViT, ViTConfig
+from vit_core.train import VIT_DEFAULT, summarize
+from vit_core.weights import save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = "pages/cnn_vs_vit.py"
+
+
+# ----------------------------------------------------------------------------- analysis: receptive fields
+
+def _ones_stack(specs) -> nn.Sequential:
+    """The layers of `specs` as linear ops with positive weights (convs of ones, average pools):
+    no ReLU and no max, so no gradient is zeroed or cancelled inside the receptive field."""
+    layers = []
+    for name, k, s, d, p in specs:
+        if name.startswith("pool"):
+            layers.append(nn.AvgPool2d(k, s, p))
+        else:
+            conv = nn.Conv2d(1, 1, k, s, p, dilation=d, bias=False)
+            nn.init.ones_(conv.weight)
+            layers.append(conv)
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("depth", [1, 3, 5, 8])  # a conv, after a pool, a later stage, the last conv
+@pytest.mark.parametrize("point", [(0.3, 0.3), (14.0, 9.5), (27.9, 27.9), (5.2, 22.0)])
+def test_rf_span_is_the_gradient_support_of_a_positive_linear_stack(depth, point):
+    specs = layer_specs(DEFAULT_CONFIG)[:depth]
+    field = analysis.receptive_field(specs)[-1]
+    net = _ones_stack(specs)
+    i, _ = analysis.nearest_unit(point[0], field, 28)
+    j, _ = analysis.nearest_unit(point[1], field, 28)
+    erf = analysis.effective_receptive_field(net, torch.rand(1, 1, 28, 28), (i, j))[0]  # (28, 28)
+    rows, cols = (erf > 0).any(1).nonzero()[:, 0], (erf > 0).any(0).nonzero()[:, 0]
+    _, y0, y1 = analysis.rf_span(point[0], field, 28)
+    _, x0, x1 = analysis.rf_span(point[1], field, 28)
+    assert (rows.min().item(), rows.max().item() + 1) == (y0, y1)  # pixel i spans [i, i+1)
+    assert (cols.min().item(), cols.max().item() + 1) == (x0, x1)
+    assert (erf > 0).sum().item() == (y1 - y0) * (x1 - x0)  # the whole clipped square, nothing else
+
+
+def test_nearest_unit_finds_the_unit_under_a_point():
+    vgg5 = analysis.receptive_field(analysis.VGG16_LAYERS)[-1]  # 7×7 units, 32 px apart, centres at 16 + 32 i
+    assert analysis.nearest_unit(16.0, vgg5, 224) == (0, 16.0)
+    assert analysis.nearest_unit(100.0, vgg5, 224) == (3, 112.0)
+    assert analysis.nearest_unit(500.0, vgg5, 224) == (6, 208.0)  # clamped to the last unit
+    assert analysis.rf_span(16.0, vgg5, 224) == (16.0, 0.0, 122.0)  # 212 px wide, cut at the left edge
+    last = analysis.receptive_field(layer_specs(DEFAULT_CONFIG))[-1]  # 7×7 map, centres at 4 i + 2
+    assert [analysis.nearest_unit(4 * r + 2, last, 28)[0] for r in range(7)] == list(range(7))  # ViT patch r
+
+
+# ----------------------------------------------------------------------------- analysis: ERF numbers
+
+def test_erf_fraction_counts_pixels_above_one_percent_of_the_peak():
+    erf = torch.zeros(2, 4, 4)
+    erf[0, 0, 0], erf[0, 1, 1], erf[0, 2, 2] = 5.0, 0.06, 0.04  # 0.06 / 5 = 1.2 % in, 0.8 % out
+    assert analysis.erf_fraction(erf).tolist() == [2 / 16, 0.0]  # an all-zero map reaches nothing
+    assert analysis.normalise_peak(erf)[0].max().item() == 1.0
+
+
+def _tiny_vit(**over) -> ViT:
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=(12, 8), patch_size=4, in_chans=1, embed_dim=16, depth=2, num_heads=2, mlp_dim=32,
+                    num_classes=3, **over)
+    return ViT(cfg).eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_vit_erf_before_the_blocks_is_the_patch_and_after_a_block_reaches_further(distilled):
+    model = _tiny_vit(distilled=distilled)
+    prefix, (h, w) = model.cfg.num_prefix_tokens, model.cfg.grid  # 3×2 grid: non-square
+    pixels = torch.randn(1, 1, 12, 8)
+    r, c = 2, 1
+    token = prefix + r * w + c
+    z0 = analysis.vit_erf(model, pixels, 0, token)[0]  # z0 = patch embedding + position: its own patch only
+    support = (z0 > 0).nonzero()
+    assert support[:, 0].min() == 4 * r and support[:, 0].max() == 4 * r + 3
+    assert support[:, 1].min() == 4 * c and support[:, 1].max() == 4 * c + 3
+    z1 = analysis.vit_erf(model, pixels, 1, token)[0]  # one block of global attention: every pixel counts
+    assert (z1 > 0).all() and ((z0 > 0) <= (z1 > 0)).all()
+    assert not any(p.grad is not None for p in model.parameters())
+
+
+def test_cnn_erf_stays_inside_the_theoretical_field():
+    torch.manual_seed(0)
+    cnn = build_cnn(DEFAULT_CONFIG).eval().requires_grad_(False)
+    fields = {f.name: f for f in analysis.receptive_field(layer_specs(DEFAULT_CONFIG))}
+    pixels = torch.randn(1, 1, 28, 28)
+    for name, cell in [("stage1.conv2", (10, 3)), ("stage2.conv1", (0, 6)), ("stage3.conv2", (3, 3))]:
+        erf = analysis.cnn_erf(cnn, pixels, name, cell)[0]
+        f = fields[name]
+        y0, y1 = max(0, f.start + cell[0] * f.jump - f.rf / 2), min(28, f.start + cell[0] * f.jump + f.rf / 2)
+        x0, x1 = max(0, f.start + cell[1] * f.jump - f.rf / 2), min(28, f.start + cell[1] * f.jump + f.rf / 2)
+        inside = torch.zeros(28, 28, dtype=torch.bool)
+        inside[int(y0):int(y1), int(x0):int(x1)] = True
+        assert (erf[~inside] == 0).all() and erf[inside].max() > 0, name
+
+
+# ----------------------------------------------------------------------------- analysis: data efficiency
+
+def _runs(acc: dict) -> list[dict]:
+    """{(model, size): [accuracy per seed]} -> runs as vit_core.train writes them."""
+    return [{"model": m, "train_size": n, "seed": s, "test_accuracy": a, "passes_over_data": 1.0}
+            for (m, n), accs in acc.items() for s, a in enumerate(accs)]
+
+
+def test_compare_data_efficiency_reads_the_summary():
+    runs = _runs({("vit", 1000): [0.70, 0.72], ("cnn", 1000): [0.80, 0.81],
+                  ("vit", 60000): [0.90, 0.91], ("cnn", 60000): [0.905, 0.93], ("vit", 5000): [0.8]})
+    rows = analysis.compare_data_efficiency(summarize(runs))
+    assert [r["size"] for r in rows] == [1000, 60000]  # 5000 has no CNN run: left out
+    assert rows[0]["leader"] == "cnn" and rows[0]["clear"] and rows[0]["diff"] == pytest.approx(0.71 - 0.805)
+    assert rows[1]["leader"] == "cnn" and not rows[1]["clear"]  # seed ranges 0.90-0.91 and 0.905-0.93 overlap
+    assert rows[1]["seeds"] == 2
+
+
+# ----------------------------------------------------------------------------- the page (AppTest)
+
+def _de_json(path: Path, vit: list[float], cnn: list[float], sizes=(1000, 5000, 60000)) -> str:
+    runs = _runs({**{("vit", n): [a] for n, a in zip(sizes, vit)}, **{("cnn", n): [a] for n, a in zip(sizes, cnn)}})
+    data = {"rules": {"steps": 900, "batch_size": 128, "lr": 0.001, "weight_decay": 0.05, "warmup_frac": 0.05,
+                      "label_smoothing": 0.1, "crop_pad": 2, "hflip": True, "evaluation": "..."},
+            "parameters": {"vit": 205962, "cnn": 204778}, "command": "python -m vit_core.train data-efficiency",
+            "runs": runs, "summary": summarize(runs)}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """The embedded models and results, or random stand-ins with the same configs while they are being made."""
+    tmp = tmp_path_factory.mktemp("cnn_page")
+    found = {"vit": None, "cnn": "fmnist-cnn", "de": str(ROOT / "assets" / "data_efficiency.json"), "tmp": tmp}
+    if not zoo.embedded_path("fmnist-vit").is_file():
+        torch.manual_seed(0)
+        card = ModelCard("dev-vit", "vit", VIT_DEFAULT, Preprocess(size=(28, 28), resize="fit_pad", crop_pct=1.0,
+                         interpolation="bilinear", mean=(0.286,), std=(0.353,), channels="L", invert="auto"),
+                         [f"c{i}" for i in range(10)])
+        found["vit"] = str(save_checkpoint(ViT(VIT_DEFAULT), card, tmp / "models" / "dev-vit")[0])
+    if not zoo.embedded_path("fmnist-cnn").is_file():
+        torch.manual_seed(0)
+        card = ModelCard("fmnist-cnn", "cnn", DEFAULT_CONFIG, Preprocess(size=(28, 28), resize="fit_pad",
+                         crop_pct=1.0, mean=(0.286,), std=(0.353,), channels="L", invert="auto"),
+                         [f"c{i}" for i in range(10)])
+        found["cnn"] = str(save_checkpoint(build_cnn(DEFAULT_CONFIG), card, tmp / "cnn" / "fmnist-cnn")[0])
+    if not Path(found["de"]).is_file():
+        found["de"] = _de_json(tmp / "de.json", [0.70, 0.80, 0.88], [0.78, 0.84, 0.89])
+    return found
+
+
+def _start(assets, monkeypatch, lang, **state):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv(zoo.ENV_DIR, str(assets["tmp"] / "models"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.session_state["vx.lang"] = lang
+    at.session_state["cnn.model"] = assets["cnn"]
+    at.session_state["cnn.de_json"] = assets["de"]
+    if assets["vit"]:
+        at.session_state["vx.model"] = assets["vit"]
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(PAGE)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _figure(at, title: str) -> dict:
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if (spec["layout"].get("title") or {}).get("text") == title:
+            return spec
+    raise AssertionError(f"no figure titled {title!r}")
+
+
+def _values(v) -> list:
+    """A plotly JSON array: a list, or numpy's bytes as {"dtype", "bdata"} (plotly >= 6)."""
+    if isinstance(v, dict):
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)
+
+
+def _rf_box(spec: dict) -> tuple[float, ...]:
+    s = next(s for s in spec["layout"]["shapes"] if s.get("name") == "rf")
+    return s["y0"] + 0.5, s["y1"] + 0.5, s["x0"] + 0.5, s["x1"] + 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_page_shows_the_numbers_vit_core_computes(assets, monkeypatch, lang):
+    t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
+    r, c = 2, 5  # the selected patch: every section centres on it
+    at = _start(assets, monkeypatch, lang, **{"vx.patch": (r, c)})
+    assert at.title[0].value == t("cnn.title")
+    assert not any(w.value.startswith(t("cnn.missing_cnn", path="")[:20]) for w in at.warning)
+    model, card = zoo.load_model(at.session_state["vx.model"])
+    cnn, cnn_card = zoo.load_model(assets["cnn"])
+
+    # 1 · receptive fields: the metric and the drawn square follow the slider
+    before = _rf_box(_figure(at, t("cnn.rf.fig", net="ResNet-50", H=224, W=224)))
+    at.select_slider(key="cnn.rf.resnet").set_value("layer4.2.conv3")
+    at.select_slider(key="cnn.rf.vgg").set_value("pool5")
+    last_cnn = layer_specs(cnn_card.config)[-1][0]
+    at.select_slider(key="cnn.rf.cnn").set_value(last_cnn).run()
+    assert not at.exception
+    fields = {f.name: f for f in analysis.receptive_field(analysis.RESNET50_LAYERS)}
+    assert fields["layer4.2.conv3"].rf == 427
+    assert _metric(at, t("cnn.rf.metric", net="ResNet-50", layer="layer4.2.conv3")) == t("cnn.px", v=427)
+    assert _metric(at, t("cnn.rf.metric", net="VGG-16", layer="pool5")) == t("cnn.px", v=212)
+    cnn_rf = analysis.receptive_field(layer_specs(cnn_card.config))[-1].rf
+    assert _metric(at, t("cnn.rf.metric", net=t("cnn.model.cnn_ours"), layer=last_cnn)) == t("cnn.px", v=cnn_rf)
+    after = _rf_box(_figure(at, t("cnn.rf.fig", net="ResNet-50", H=224, W=224)))
+    assert after != before
+    ref = fields["layer4.2.conv3"]  # the patch centre on the 224×224 view: (r + 0.5) / 7 of the side
+    (_, y0, y1), (_, x0, x1) = analysis.rf_span((r + 0.5) * 32, ref, 224), analysis.rf_span((c + 0.5) * 32, ref, 224)
+    assert after == pytest.approx((y0, y1, x0, x1))
+    assert x1 - x0 < 427  # clipped at the border
+
+    # 2 · attention distance: every head of every layer, and the uniform ceiling
+    tr = model.trace(card.preprocess(_sample_image()))
+    dist = analysis.mean_attention_distance(tr.attentions, tr.grid, tr.patch_size,
+                                            num_prefix_tokens=tr.num_prefix_tokens)[0]
+    spec = _figure(at, t("cnn.dist.title"))
+    current = next(d for d in spec["data"] if d.get("name") == t("cnn.dist.current"))
+    assert _values(current["y"]) == pytest.approx(dist.reshape(-1).tolist(), abs=1e-4)
+    ceiling = analysis.uniform_attention_distance(tr.grid, tr.patch_size)
+    assert t("cnn.dist.ceiling", d=ceiling) in json.dumps(spec, ensure_ascii=False)
+
+    # 3 · ERF: the share above 1 % equals vit_core's, for both models, at block 1 and the selected patch
+    token = tr.num_prefix_tokens + r * tr.grid[1] + c
+    vit_frac = analysis.erf_fraction(analysis.vit_erf(model, tr.pixels, 1, token).cpu()).item()
+    assert _metric(at, t("cnn.erf.fraction", model=t("cnn.model.vit"))) == f"{vit_frac:.1%}"
+    pixels = cnn_card.preprocess(_sample_image())
+    cell = (4 * r + 2, 4 * c + 2)  # stage1 keeps 28×28: the pixel at the patch centre (4 px patches)
+    cnn_frac = analysis.erf_fraction(analysis.cnn_erf(cnn, pixels, "stage1.conv1", cell).cpu()).item()
+    assert _metric(at, t("cnn.erf.fraction", model=t("cnn.model.cnn_ours"))) == f"{cnn_frac:.1%}"
+    _figure(at, t("cnn.erf.cnn_title", layer="stage1.conv1", i=cell[0], j=cell[1]))
+    at.slider(key="vx.cnn.layer").set_value(len(tr.layers)).run()  # the top block
+    top = analysis.erf_fraction(analysis.vit_erf(model, tr.pixels, len(tr.layers), token).cpu()).item()
+    assert _metric(at, t("cnn.erf.fraction", model=t("cnn.model.vit"))) == f"{top:.1%}"
+
+    # 4 · data efficiency: both models in the figure, one table row per size
+    spec = _figure(at, t("cnn.de.title"))
+    assert {d["legendgroup"] for d in spec["data"]} == {"vit", "cnn"}
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    assert at.dataframe, "the results table"
+
+
+def _sample_image():
+    from vit_core.images import load_image
+    import ui  # noqa: F401 - the page's default sample, read the same way
+    return load_image(ui.default_sample().read_bytes())
+
+
+@pytest.mark.slow
+def test_the_measurement_sentence_follows_the_json(assets, monkeypatch, tmp_path):
+    cnn_wins = _de_json(tmp_path / "cnn.json", vit=[0.60, 0.75, 0.85], cnn=[0.75, 0.83, 0.88])
+    vit_wins = _de_json(tmp_path / "vit.json", vit=[0.75, 0.83, 0.90], cnn=[0.60, 0.75, 0.85])
+    at = _start(assets, monkeypatch, "en", **{"cnn.de_json": cnn_wins})
+
+    def ours():
+        return [m.value for m in at.markdown if translate("cnn.de.pattern.all", "en", model="", n=3)[:12] in m.value]
+
+    first = ours()
+    assert first and translate("cnn.de.pattern.all", "en", model="CNN", n=3) in first[0]
+    assert "15.0 points" in first[0]  # 1,000 images: 75 % vs 60 %
+    at.session_state["cnn.de_json"] = vit_wins
+    at.run()
+    second = ours()
+    assert second and translate("cnn.de.pattern.all", "en", model="ViT", n=3) in second[0]
+    assert first != second
+
+    at.session_state["cnn.de_json"] = str(tmp_path / "missing.json")  # no file: a message, the page stays
+    at.session_state["cnn.model"] = str(tmp_path / "missing.safetensors")
+    at.run()
+    assert not at.exception and not at.error
+    warnings = [w.value for w in at.warning]
+    assert translate("cnn.missing_de", "en", path=str(tmp_path / "missing.json")) in warnings
+    assert translate("cnn.missing_cnn", "en", path=str(tmp_path / "missing.safetensors")) in warnings
+    assert at.get("plotly_chart")  # ResNet-50, VGG-16 and the ViT parts are still drawn
+
+
+@pytest.mark.slow
+def test_another_vit_shows_its_own_erf_and_says_the_cnn_uses_the_embedded_pair(assets, monkeypatch):
+    torch.manual_seed(0)
+    cfg = ViTConfig.variant("Ti/16", image_size=(224, 160), depth=2, num_classes=10)  # 14×10 grid: non-square
+    card = ModelCard("tiny-ti", "vit", cfg, Preprocess(size=(224, 160)), [f"c{i}" for i in range(10)])
+    path = save_checkpoint(ViT(cfg), card, assets["tmp"] / "models" / "tiny-ti")[0]
+    at = _start(assets, monkeypatch, "zh", **{"vx.model": str(path), "vx.patch": (13, 9)})  # the last patch
+    assert at.session_state["vx.model"] == str(path)
+    assert translate("cnn.erf.other_model", "zh") in [i.value for i in at.info]
+    titles = [(json.loads(c.proto.spec)["layout"].get("title") or {}).get("text") for c in at.get("plotly_chart")]
+    assert translate("cnn.erf.vit_title", "zh", layer=1, token=1 + 13 * 10 + 9) in titles
+    cnn_map = re.compile(re.escape(translate("cnn.erf.cnn_title", "zh", layer="@", i="@", j="@")).replace("@", ".*"))
+    assert not any(cnn_map.fullmatch(str(x)) for x in titles)  # no CNN map next to a different input

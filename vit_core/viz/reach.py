@@ -1,0 +1,157 @@
+"""Figures of the "CNN vs ViT reach" page: receptive fields, attention distances, ERFs, data efficiency.
+
+Pure functions from arrays to plotly figures, built on `vit_core.viz.common`; every label arrives
+translated. Coordinates are input pixels, pixel i spanning [i, i+1) as in `analysis.receptive_field`;
+plotly's image puts pixel i's centre at i, so a span [lo, hi) is drawn from lo - 0.5 to hi - 0.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from vit_core.viz.common import HIGHLIGHT, PALETTE, image_grid, overlay, style
+
+
+def _box(fig: go.Figure, ys: tuple[float, float], xs: tuple[float, float], *, color: str = HIGHLIGHT,
+         dash: str = "solid", width: int = 3, name: str | None = None) -> None:
+    fig.add_shape(type="rect", x0=xs[0] - 0.5, x1=xs[1] - 0.5, y0=ys[0] - 0.5, y1=ys[1] - 0.5, name=name,
+                  line=dict(color=color, width=width, dash=dash))
+
+
+def rf_on_image(img: np.ndarray, span_y: tuple[float, float, float], span_x: tuple[float, float, float], *,
+                title: str, hover: str, patch_box: tuple[tuple[float, float], tuple[float, float]] | None = None,
+                height: int = 360) -> go.Figure:
+    """The image with one unit's receptive field: `span_*` = (centre, low, high) from `analysis.rf_span`.
+
+    The orange square is the field clipped to the image; the dot is the unit's centre; `patch_box`
+    ((y0, y1), (x0, x1)) outlines the selected ViT patch, so the two scales can be compared.
+    """
+    fig = image_grid(img, height=height, title=title)
+    if patch_box is not None:
+        _box(fig, *patch_box, color="white", dash="dot", width=2, name="patch")
+    _box(fig, span_y[1:], span_x[1:], name="rf")
+    fig.add_trace(go.Scatter(x=[span_x[0] - 0.5], y=[span_y[0] - 0.5], mode="markers", showlegend=False,
+                             marker=dict(color=HIGHLIGHT, size=10, line=dict(color="black", width=1)),
+                             hovertemplate=hover + "<extra></extra>"))
+    return fig
+
+
+def rf_by_depth(curves: dict[str, tuple[list[str], list[int]]], *, references: dict[str, float],
+                selected: dict[str, int], title: str, x_title: str, y_title: str, height: int = 420) -> go.Figure:
+    """Receptive field (log scale) against layer number, one curve per network, the selected layer of each
+    ringed, and dashed reference lines (the input sides) so "the field covers the image" is visible."""
+    fig = go.Figure()
+    for i, (name, (layers, rfs)) in enumerate(curves.items()):
+        x = np.arange(1, len(rfs) + 1)
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=x, y=rfs, name=name, mode="lines+markers", customdata=layers,
+                                 line=dict(color=color), marker=dict(size=5),
+                                 hovertemplate=name + " · %{customdata}: %{y} px<extra></extra>"))
+        k = selected.get(name)
+        if k is not None:
+            fig.add_trace(go.Scatter(x=[k + 1], y=[rfs[k]], mode="markers", showlegend=False, hoverinfo="skip",
+                                     marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color=HIGHLIGHT, width=3))))
+    longest = max(len(rfs) for _, rfs in curves.values())
+    for j, (label, value) in enumerate(references.items()):  # traces, not add_hline: shapes on a log axis want log10(y)
+        fig.add_trace(go.Scatter(x=[1, longest], y=[value, value], mode="lines+text", name=label,
+                                 text=["", label], textposition="top left", textfont=dict(size=14, color="#444"),
+                                 line=dict(color="#555", dash="dash" if j == 0 else "dot", width=2),
+                                 hovertemplate=label + "<extra></extra>", showlegend=False))
+    fig.update_xaxes(title=x_title)
+    fig.update_yaxes(title=y_title, type="log", tickvals=[1, 3, 10, 30, 100, 300, 1000])
+    return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.25))
+
+
+def attention_distance(current: np.ndarray, average: np.ndarray | None, ceiling: float, *, names: dict[str, str],
+                       title: str, x_title: str, y_title: str, height: int = 420) -> go.Figure:
+    """Mean attention distance of every head at every layer (ViT paper Fig. 7 right).
+
+    `current` and `average` are (L, heads) in pixels: the current image (filled dots) and the mean over
+    a sample set (hollow diamonds, with their mean over heads as a line). `names` has the legend and
+    hover labels: current, average, mean, ceiling, head.
+    """
+    L, H = current.shape
+    layers = np.repeat(np.arange(1, L + 1), H)  # (L·H,) layer of each point
+    heads = np.tile(np.arange(1, H + 1), L)
+    hover = names["head"] + " %{customdata} · %{y:.1f} px<extra></extra>"
+    fig = go.Figure()
+    if average is not None:
+        fig.add_trace(go.Scatter(x=layers + 0.15, y=average.reshape(-1), customdata=heads, mode="markers",
+                                 name=names["average"], hovertemplate=names["average"] + " · " + hover,
+                                 marker=dict(symbol="diamond-open", size=10, color=PALETTE[1], line=dict(width=2))))
+        fig.add_trace(go.Scatter(x=np.arange(1, L + 1), y=average.mean(1), mode="lines", name=names["mean"],
+                                 line=dict(color=PALETTE[1], width=2), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=layers - 0.15, y=current.reshape(-1), customdata=heads, mode="markers",
+                             name=names["current"], hovertemplate=names["current"] + " · " + hover,
+                             marker=dict(size=9, color=PALETTE[0], opacity=0.85)))
+    fig.add_hline(y=ceiling, line=dict(color="#555", dash="dash", width=2), annotation_text=names["ceiling"],
+                  annotation_position="bottom right", annotation_font_size=14)
+    top = max(ceiling, float(current.max()), float(average.max()) if average is not None else 0.0)
+    fig.update_xaxes(title=x_title, tickmode="linear", dtick=1)
+    fig.update_yaxes(title=y_title, range=[0, top * 1.12])
+    return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.25))
+
+
+def erf_map(img: np.ndarray, erf: np.ndarray, *, title: str, colorbar_title: str, hover: str,
+            patch_box: tuple[tuple[float, float], tuple[float, float]] | None = None,
+            rf_box: tuple[tuple[float, float], tuple[float, float]] | None = None, height: int = 380) -> go.Figure:
+    """An ERF (H, W), already divided by its max, over the input on the fixed 0..1 scale.
+
+    `patch_box` outlines the chosen position (orange); `rf_box` the theoretical receptive field (dashed),
+    which the gradient never leaves.
+    """
+    fig = overlay(img, erf, 1, colorbar_title=colorbar_title, title=title, zmin=0.0, zmax=1.0, opacity=0.7,
+                  hover=hover, height=height)
+    if rf_box is not None:
+        _box(fig, *rf_box, color="white", dash="dash", width=2, name="rf")
+    if patch_box is not None:
+        _box(fig, *patch_box, name="patch")
+    return fig
+
+
+def erf_by_depth(series: dict[str, np.ndarray], *, selected: dict[str, int], title: str, x_title: str,
+                 y_title: str, height: int = 380) -> go.Figure:
+    """Share of the image each model's gradient reaches (%) against layer number, selected layers ringed."""
+    fig = go.Figure()
+    for i, (name, ys) in enumerate(series.items()):
+        x = np.arange(1, len(ys) + 1)
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=x, y=ys, name=name, mode="lines+markers", line=dict(color=color, width=3),
+                                 hovertemplate=name + " · %{x}: %{y:.1f}%<extra></extra>"))
+        k = selected.get(name)
+        if k is not None:
+            fig.add_trace(go.Scatter(x=[k + 1], y=[ys[k]], mode="markers", showlegend=False, hoverinfo="skip",
+                                     marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color=HIGHLIGHT, width=3))))
+    fig.update_xaxes(title=x_title, tickmode="linear", dtick=1)
+    fig.update_yaxes(title=y_title, range=[0, 105], ticksuffix="%")
+    return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.25))
+
+
+def data_efficiency(runs: list[dict], summary: dict, *, names: dict[str, str], title: str, x_title: str,
+                    y_title: str, height: int = 440) -> go.Figure:
+    """Test accuracy against training-set size (log x): every seed as a point, the mean as a line.
+
+    `runs` and `summary` are `assets/data_efficiency.json`'s; `names` maps a model key ("vit", "cnn")
+    to its label, and has "seed" and "mean" for the hover text. Each trace's legendgroup is the model key.
+    """
+    fig = go.Figure()
+    for i, (model, label) in enumerate((k, v) for k, v in names.items() if k in summary):
+        color = PALETTE[i % len(PALETTE)]
+        mine = [r for r in runs if r["model"] == model]
+        seed_hover = label + " · " + names["seed"] + " %{customdata}: %{y:.2f}%<extra></extra>"
+        fig.add_trace(go.Scatter(x=[r["train_size"] for r in mine], y=[100 * r["test_accuracy"] for r in mine],
+                                 customdata=[r["seed"] for r in mine], mode="markers", name=label,
+                                 legendgroup=model, showlegend=False, marker=dict(color=color, size=9, opacity=0.55),
+                                 hovertemplate=seed_hover))
+        sizes = sorted(summary[model], key=int)
+        fig.add_trace(go.Scatter(x=[int(s) for s in sizes], y=[100 * summary[model][s]["mean"] for s in sizes],
+                                 mode="lines+markers", name=label, legendgroup=model,
+                                 line=dict(color=color, width=3), marker=dict(size=7, symbol="square"),
+                                 hovertemplate=f"{label} · {names['mean']}: %{{y:.2f}}%<extra></extra>"))
+    fig.update_xaxes(title=x_title, type="log")
+    fig.update_yaxes(title=y_title, ticksuffix="%")
+    return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.25))
+
+
+__all__ = ["attention_distance", "data_efficiency", "erf_by_depth", "erf_map", "rf_by_depth", "rf_on_image"]
