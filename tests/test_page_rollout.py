@@ -1,0 +1,326 @@
+"""The attention rollout lab: its pure helpers, then the page in AppTest against vit_core computed directly."""
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import colormaps
+from PIL import Image
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from vit_core import analysis, zoo
+from vit_core.card import ModelCard, Preprocess
+from vit_core.i18n import translate
+from vit_core.images import image_digest, load_image
+from vit_core.model import ViT, ViTConfig
+from vit_core.viz import rollout as vz
+from vit_core.weights import save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = "pages/rollout_lab.py"
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+# ----------------------------------------------------------------------------- pure helpers (fast)
+
+def test_top_patches_on_a_non_square_grid():
+    values = torch.tensor([[0.1, 0.9, 0.3], [0.7, 0.2, 0.5]])  # (2, 3)
+    assert analysis.top_patches(values, 3) == [(0, 1, pytest.approx(0.9)), (1, 0, pytest.approx(0.7)),
+                                               (1, 2, pytest.approx(0.5))]
+    assert len(analysis.top_patches(values, 10)) == 6
+
+
+def test_faithfulness_check_is_deletion_insertion_plus_seeded_random_orders():
+    grid, P = (2, 3), 2
+    weights = torch.arange(6.0).reshape(grid)  # patch (i, j) counts as much as its index
+    image = torch.ones(1, 1, 4, 6)
+
+    def predict(x):  # (b, 1, 4, 6) -> (b, 2): p(class 1) grows with the weighted sum of the visible patches
+        cells = x.reshape(-1, 2, P, 3, P).mean((2, 4))  # (b, h, w)
+        z = (cells * weights).sum((1, 2)) / weights.sum()
+        return torch.stack([1 - z, z], 1)
+
+    out = analysis.faithfulness_check(predict, image, weights, grid, P, 1, steps=3, random_orders=3, seed=7)
+    direct = analysis.deletion_insertion(predict, image, weights, grid, P, 1, steps=3)
+    g = torch.Generator().manual_seed(7)
+    randoms = [analysis.deletion_insertion(predict, image, analysis.random_scores(grid, g), grid, P, 1, steps=3)
+               for _ in range(3)]
+    for key in ("fractions", "deletion", "insertion"):
+        torch.testing.assert_close(out[key], direct[key])
+    for curve in ("deletion", "insertion"):
+        torch.testing.assert_close(out[f"random_{curve}"], torch.stack([r[curve] for r in randoms]).mean(0))
+        auc = torch.trapezoid(out[f"random_{curve}"], out["fractions"]).item()  # AUC of the mean = mean of the AUCs
+        assert out[f"random_{curve}_auc"] == pytest.approx(auc)
+    # ranking by the true weights is the best possible order: it beats the random ones
+    assert out["deletion_auc"] < out["random_deletion_auc"] and out["insertion_auc"] > out["random_insertion_auc"]
+    with pytest.raises(ValueError):
+        analysis.faithfulness_check(predict, image, weights, grid, P, 1, random_orders=0)
+
+
+def test_overlay_image_blends_viridis_over_the_picture():
+    grid, P = (2, 3), 4
+    picture = np.random.default_rng(0).random((8, 12, 3))
+    values = np.array([[0.0, 1.0, 2.0], [2.0, 0.5, 0.0]])
+    viridis = colormaps["viridis"]
+    solid = vz.overlay_image(picture, values, P, alpha=1.0, min_side=16)  # the map alone, enlarged 2×
+    assert solid.shape == (16, 24, 3) and solid.dtype == np.uint8
+    for (i, j), v in np.ndenumerate(values):
+        expected = np.round(np.array(viridis(v / 2.0)[:3]) * 255)
+        np.testing.assert_array_equal(solid[i * 2 * P, j * 2 * P], expected)  # one patch = 2P output pixels
+    clear = vz.overlay_image(picture, values, P, alpha=0.0, min_side=1)
+    np.testing.assert_array_equal(clear, np.round(picture * 255).astype(np.uint8))
+    capped = vz.overlay_image(picture, values, P, alpha=1.0, vmax=1.0, min_side=1)  # above vmax: the top colour
+    np.testing.assert_array_equal(capped[0, 8], capped[0, 4])
+    png = Image.open(io.BytesIO(vz.png_bytes(solid)))
+    assert png.format == "PNG" and png.size == (24, 16)
+    with pytest.raises(ValueError):
+        vz.overlay_image(picture, values, 8)
+
+
+def test_csv_and_json_exports_read_back():
+    values = np.array([[0.125, 1 / 3, 0.0], [2e-7, 0.5, 1.0]])
+    meta = {"model": "m", "image": "a,b\nc.png", "residual": True, "grid": [2, 3]}
+    text = vz.map_csv(values, meta)
+    assert text.count("\n") == len(meta) + 2  # the newline in the file name did not start a row
+    np.testing.assert_allclose(np.loadtxt(io.StringIO(text), delimiter=",", comments="#"), values, rtol=1e-8)
+    curves = {"fractions": torch.tensor([0.0, 0.5, 1.0]), "deletion": torch.tensor([0.9, 0.3, 0.1]),
+              "insertion": torch.tensor([0.1, 0.6, 0.9]), "random_deletion": torch.tensor([0.9, 0.5, 0.1]),
+              "random_insertion": torch.tensor([0.1, 0.4, 0.9]), "deletion_auc": 0.4, "insertion_auc": 0.55,
+              "random_deletion_auc": 0.5, "random_insertion_auc": 0.45}
+    record = json.loads(vz.export_json(values, meta, curves))
+    assert record["image"] == meta["image"] and record["residual"] is True
+    np.testing.assert_allclose(record["map"], values)
+    assert record["faithfulness"]["deletion_auc"] == 0.4
+    np.testing.assert_allclose(record["faithfulness"]["insertion"], [0.1, 0.6, 0.9], rtol=1e-6)
+    assert "faithfulness" not in json.loads(vz.export_json(values, meta))
+    table = np.loadtxt(io.StringIO(vz.curves_csv(curves)), delimiter=",", skiprows=1)
+    np.testing.assert_allclose(table[:, 1], [0.9, 0.3, 0.1], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the page (AppTest)
+
+def _random_vit(cfg: ViTConfig, card: ModelCard, folder: Path, seed=0) -> str:
+    """A random ViT with weights large enough that attention is far from uniform (a 0.02 init is nearly flat)."""
+    torch.manual_seed(seed)
+    model = ViT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.15)
+    weights, _ = save_checkpoint(model, card, folder / card.name)
+    return str(weights)
+
+
+@pytest.fixture
+def fmnist_model(tmp_path, monkeypatch) -> str | None:
+    """The embedded model when it exists (the default: nothing to select); else a random one of its shape."""
+    if zoo.embedded_path("fmnist-vit").is_file():
+        return None
+    cfg = ViTConfig(image_size=(28, 28), patch_size=4, in_chans=1, embed_dim=64, depth=6, num_heads=4, mlp_dim=128,
+                    num_classes=10)
+    card = ModelCard(name="test-fmnist-vit", arch="vit", config=cfg,
+                     preprocess=Preprocess(size=(28, 28), resize="fit_pad", mean=(0.286,), std=(0.353,), channels="L",
+                                           invert="auto", interpolation="bilinear"),
+                     class_names=[f"class {i}" for i in range(10)], class_names_zh=[f"类别 {i}" for i in range(10)])
+    monkeypatch.setenv(zoo.ENV_DIR, str(tmp_path))
+    return _random_vit(cfg, card, tmp_path)
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict:
+    """What the page hands to st.download_button, by file name (the bytes behind each button)."""
+    seen = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        if filename:  # st.image in the sidebar stores files too, without a name
+            seen[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return seen
+
+
+def start(lang: str, model: str | None, image: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.session_state["vx.lang"] = lang
+    if model:
+        at.session_state["vx.model"] = model
+    if image:
+        at.session_state["vx.image"] = image
+    at.run()
+    at.switch_page(PAGE)
+    at.run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _array(v):
+    """A plotly JSON array: a plain list, or plotly's typed-array form {"dtype", "bdata", "shape"}."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(s) for s in str(v["shape"]).split(",")]) if "shape" in v else a
+    return np.asarray(v, dtype=float)
+
+
+def figure(at: AppTest, key: str) -> dict:
+    charts = {el.key: el for el in at.get("plotly_chart")}
+    assert key in charts, f"no chart {key!r} among {list(charts)}"
+    return json.loads(charts[key].proto.spec)
+
+
+def shown_map(at: AppTest, key: str) -> np.ndarray:
+    heatmap = next(d for d in figure(at, key)["data"] if d["type"] == "heatmap")
+    return _array(heatmap["z"]).astype(float)
+
+
+def oracle_trace(model_id: str | None, image: dict | None = None):
+    """The same model and image as the page, loaded and run here, outside Streamlit."""
+    model, card = zoo.load_model(model_id)
+    data = image["data"] if image else (ROOT / "assets" / "samples" / "fmnist_ankle_boot.png").read_bytes()
+    return model, card, model.trace(card.preprocess(load_image(data))).to("cpu")
+
+
+def expected_rollout(tr, **settings) -> np.ndarray:
+    joint = analysis.attention_rollout(tr.attentions, num_prefix_tokens=tr.num_prefix_tokens, **settings)
+    return analysis.rollout_to_grid(joint, tr.grid, tr.num_prefix_tokens)[0].numpy()
+
+
+def check_faithfulness(at, model, tr, scores: np.ndarray, class_index: int, steps: int):
+    """The curves the page draws are probabilities and equal deletion_insertion run here on the shown map."""
+    predict = lambda x: model(x).softmax(-1)  # noqa: E731
+    grid, P = tr.grid, tr.patch_size
+    ours = analysis.deletion_insertion(predict, tr.pixels, torch.as_tensor(scores), grid, P, class_index, steps=steps)
+    seeded = analysis.random_scores(grid, torch.Generator().manual_seed(0))  # the page's fixed seed
+    rand = analysis.deletion_insertion(predict, tr.pixels, seeded, grid, P, class_index, steps=steps)
+    for kind in ("deletion", "insertion"):
+        fig = figure(at, f"rollout.{kind}")
+        curve, random_curve = (_array(d["y"]) for d in fig["data"][:2])
+        assert len(curve) == len(random_curve) == steps + 1
+        assert all(np.all((c >= 0) & (c <= 1)) for c in (curve, random_curve)), "probabilities"
+        np.testing.assert_allclose(curve, ours[kind].numpy(), atol=1e-5)
+        np.testing.assert_allclose(random_curve, rand[kind].numpy(), atol=1e-5)
+        label = translate(f"rollout.faith.{kind}_auc", at.session_state["vx.lang"])
+        shown_auc = float(next(m.value for m in at.metric if m.label == label))
+        assert shown_auc == pytest.approx(ours[f"{kind}_auc"], abs=6e-4)
+    # with nothing removed the model sees the image itself: the deletion curve starts at the class probability
+    assert ours["deletion"][0].item() == pytest.approx(tr.probs[0, class_index].item(), abs=1e-5)
+    return ours
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_page_shows_live_maps_checks_faithfulness_and_exports_what_it_shows(lang, fmnist_model, downloads):
+    at = start(lang, fmnist_model)
+    model, card, tr = oracle_trace(fmnist_model)
+    L = len(tr.layers)
+    assert bool(CJK.search(at.title[0].value)) == (lang == "zh")
+    assert any(e.value.count("**") >= 2 and "fmnist_ankle_boot.png" in e.value for e in at.info), "says where to upload"
+    assert {"rollout.map", "rollout.raw", "rollout.grad"} <= {el.key for el in at.get("plotly_chart")}
+
+    # the default map is the paper's rollout (mean, residual, nothing discarded, every layer) of this model
+    shown = shown_map(at, "rollout.map")
+    expected = expected_rollout(tr, residual=True, head_fusion="mean", discard_ratio=0.0, start_layer=0, end_layer=L)
+    np.testing.assert_allclose(shown, expected, rtol=1e-5, atol=1e-7)
+    raw = tr.attentions[0][0, 0, 0, tr.num_prefix_tokens:].reshape(tr.grid)  # layer 1, head 1 by default
+    np.testing.assert_allclose(shown_map(at, "rollout.raw"), raw.numpy(), rtol=1e-5, atol=1e-7)
+    assert float(at.metric[0].value) == pytest.approx(1.0, abs=1e-4)  # the CLS row of R sums to 1
+    assert float(at.metric[1].value) == pytest.approx(expected.sum(), abs=1e-4)
+
+    # the exports are the shown map with its settings
+    csv_name = next(n for n in downloads if n.endswith(".csv"))
+    csv = downloads[csv_name].decode() if isinstance(downloads[csv_name], bytes) else downloads[csv_name]
+    np.testing.assert_allclose(np.loadtxt(io.StringIO(csv), delimiter=",", comments="#", ndmin=2), shown, rtol=1e-6)
+    record = json.loads(downloads[next(n for n in downloads if n.endswith(".json"))])
+    np.testing.assert_allclose(record["map"], shown, rtol=1e-6)
+    assert (record["image"], record["head_fusion"], record["residual"], record["discard_ratio"]) == \
+        ("fmnist_ankle_boot.png", "mean", True, 0.0)
+    assert (record["start_layer"], record["end_layer"], record["grid"]) == (1, L, list(tr.grid))
+    png = Image.open(io.BytesIO(downloads[next(n for n in downloads if n.endswith(".png"))]))
+    assert png.format == "PNG" and min(png.size) >= 448
+
+    # the faithfulness check, on the predicted class, with every patch as a step (49 for a 7×7 grid)
+    downloads.clear()
+    at.button(key="rollout.run").click().run()
+    assert_clean(at)
+    top1 = int(tr.probs[0].argmax())
+    steps = at.slider(key=f"rollout.steps.{tr.grid[0] * tr.grid[1]}").value
+    ours = check_faithfulness(at, model, tr, shown, top1, steps)
+    record = json.loads(downloads[next(n for n in downloads if n.endswith(".json"))])
+    assert record["faithfulness"]["deletion_auc"] == pytest.approx(ours["deletion_auc"], abs=1e-6)
+    assert record["class_index"] == top1
+    assert any(n.endswith("_curves.csv") for n in downloads)
+
+
+@pytest.mark.slow
+def test_every_control_changes_the_map(fmnist_model):
+    at = start("en", fmnist_model)
+    _, _, tr = oracle_trace(fmnist_model)
+    L = len(tr.layers)
+    settings = dict(residual=True, head_fusion="mean", discard_ratio=0.0, start_layer=0, end_layer=L)
+    before = shown_map(at, "rollout.map")
+    changes = [("slider", "rollout.discard", 0.5, dict(discard_ratio=0.5)),
+               ("radio", "rollout.fusion", "max", dict(head_fusion="max")),
+               ("toggle", "rollout.residual", False, dict(residual=False)),
+               ("slider", f"rollout.layers.{L}", (2, L - 1), dict(start_layer=1, end_layer=L - 1))]
+    for kind, key, value, change in changes:
+        getattr(at, kind)(key=key).set_value(value).run()
+        assert_clean(at)
+        settings |= change
+        now = shown_map(at, "rollout.map")
+        assert not np.allclose(now, before, rtol=1e-3, atol=0), f"{key} = {value} did not change the map"
+        np.testing.assert_allclose(now, expected_rollout(tr, **settings), rtol=1e-5, atol=1e-7)
+        before = now
+
+    # gradient rollout follows the class: two classes, two maps, each equal to the computation done here
+    model, _, _ = oracle_trace(fmnist_model)
+    grads = {}
+    for cls in [int(i) for i in tr.probs[0].topk(2).indices]:
+        at.selectbox(key="rollout.class").set_value(cls).run()
+        assert_clean(at)
+        _, g = analysis.attention_gradients(model, tr.pixels, cls)
+        R = analysis.gradient_rollout(tr.attentions, g, start_layer=1, end_layer=L - 1)
+        grads[cls] = shown_map(at, "rollout.grad")
+        np.testing.assert_allclose(grads[cls], analysis.rollout_to_grid(R, tr.grid)[0].numpy(), rtol=1e-4, atol=1e-7)
+    first, second = grads.values()
+    assert not np.allclose(first, second, rtol=1e-3, atol=0)
+
+
+@pytest.mark.slow
+def test_own_photo_on_a_deit_like_model_with_a_non_square_grid(tmp_path, monkeypatch, downloads):
+    """Two prefix tokens, a 2×3 grid, 1000 classes: the page never assumes one CLS or a square grid."""
+    cfg = ViTConfig(image_size=(32, 48), patch_size=16, embed_dim=32, depth=3, num_heads=2, mlp_dim=64,
+                    num_classes=1000, distilled=True)
+    card = ModelCard(name="tiny-deit", arch="vit", config=cfg, preprocess=Preprocess(size=(32, 48), crop_pct=1.0),
+                     class_names=[f"class {i}" for i in range(1000)], title="tiny DeiT")
+    monkeypatch.setenv(zoo.ENV_DIR, str(tmp_path))
+    model_id = _random_vit(cfg, card, tmp_path, seed=1)
+    buf = io.BytesIO()
+    photo = Image.new("RGB", (120, 80), (200, 40, 40))
+    photo.paste((30, 30, 220), (60, 10, 110, 70))
+    photo.save(buf, "PNG")
+    image = {"data": buf.getvalue(), "name": "my photo.png", "digest": image_digest(buf.getvalue())}
+
+    at = start("en", model_id, image)
+    model, _, tr = oracle_trace(model_id, image)
+    assert tr.num_prefix_tokens == 2 and tr.grid == (2, 3)
+    assert any("my photo.png" in e.value for e in at.info)
+    shown = shown_map(at, "rollout.map")
+    np.testing.assert_allclose(shown, expected_rollout(tr, start_layer=0, end_layer=3), rtol=1e-5, atol=1e-7)
+    assert float(at.metric[0].value) == pytest.approx(1.0, abs=1e-4)
+
+    at.button(key="rollout.run").click().run()
+    assert_clean(at)
+    check_faithfulness(at, model, tr, shown, int(tr.probs[0].argmax()), steps=6)
+    assert Path(next(n for n in downloads if n.endswith(".png"))).stem == "my_photo_rollout"
