@@ -19,6 +19,7 @@ serve many sessions (threads) at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +141,24 @@ class LayerTrace:
     after_mlp: torch.Tensor  # (B, T, D) z_l
 
 
+class Shapes(NamedTuple):
+    """The sizes a learner reads off a trace, by the paper's letters."""
+
+    B: int  # images in the batch
+    C: int  # channels
+    H: int  # input height in pixels
+    W: int  # input width in pixels
+    P: int  # patch size
+    h: int  # patches down
+    w: int  # patches across
+    N: int  # patches, h·w = HW/P²
+    prefix: int  # prefix tokens (CLS; DeiT adds a distillation token)
+    T: int  # tokens, prefix + N
+    D: int  # width of every token
+    L: int  # encoder blocks
+    heads: int  # attention heads per block
+
+
 @dataclass
 class ViTTrace:
     """Every tensor of one pass, in the order the paper builds them. T = prefix + N tokens."""
@@ -157,6 +176,13 @@ class ViTTrace:
     patch_size: int
     num_prefix_tokens: int
     head_logits: list[torch.Tensor] = field(default_factory=list)  # per head (CLS; DeiT also dist)
+
+    @property
+    def shapes(self) -> Shapes:
+        B, C, H, W = self.pixels.shape
+        (h, w), p = self.grid, self.num_prefix_tokens
+        return Shapes(B=B, C=C, H=H, W=W, P=self.patch_size, h=h, w=w, N=h * w, prefix=p, T=h * w + p,
+                      D=self.tokens.shape[-1], L=len(self.layers), heads=self.layers[0].attention.shape[1])
 
     @property
     def hidden_states(self) -> list[torch.Tensor]:  # L+1 tensors (B, T, D): z0, z1, ..., zL
