@@ -169,9 +169,8 @@ if ui.current_model()[1].arch != "vit":
     st.stop()
 lv = ui.live()
 tr = lv.trace
-(h, w), P, prefix = tr.grid, tr.patch_size, tr.num_prefix_tokens
-H, W = tr.pixels.shape[-2:]
-L, heads = len(tr.layers), tr.attentions[0].shape[1]
+s = tr.shapes
+H, W, P, h, w, prefix, L, heads = s.H, s.W, s.P, s.h, s.w, s.prefix, s.L, s.heads
 cnn_id, cnn_card = load_cnn()
 with st.expander(t("cnn.patch.pick"), expanded=False):
     ui.patch_picker(tr)

@@ -9,11 +9,8 @@ t = ui.t
 ui.page_header("home")
 lv = ui.live()
 tr = lv.trace
-_, C, H, W = tr.pixels.shape
-P, (h, w), prefix = tr.patch_size, tr.grid, tr.num_prefix_tokens
-N, D, L = h * w, tr.tokens.shape[-1], len(tr.layers)
-heads, T = tr.attentions[0].shape[1], N + prefix
-shapes = dict(H=H, W=W, C=C, P=P, h=h, w=w, N=N, D=D, L=L, heads=heads, T=T, PPC=P * P * C, prefix=prefix)
+s = tr.shapes
+PPC = s.P * s.P * s.C  # the numbers in one flattened patch
 
 
 def brace(shape: str, key: str) -> str:
@@ -21,28 +18,28 @@ def brace(shape: str, key: str) -> str:
 
 
 x = r"\times"
-st.latex(r" \to ".join([brace(f"{H}{x}{W}{x}{C}", "home.f.image"), brace(f"{N}{x}{P * P * C}", "home.f.patches"),
-                        brace(f"{T}{x}{D}", "home.f.tokens")])
-         + rf" \xrightarrow{{{L}{x}\text{{{t('home.f.block')}}}}} "
-         + r" \to ".join([brace(f"{T}{x}{D}", "home.f.encoder"), brace(str(D), "home.f.cls"),
+st.latex(r" \to ".join([brace(f"{s.H}{x}{s.W}{x}{s.C}", "home.f.image"), brace(f"{s.N}{x}{PPC}", "home.f.patches"),
+                        brace(f"{s.T}{x}{s.D}", "home.f.tokens")])
+         + rf" \xrightarrow{{{s.L}{x}\text{{{t('home.f.block')}}}}} "
+         + r" \to ".join([brace(f"{s.T}{x}{s.D}", "home.f.encoder"), brace(str(s.D), "home.f.cls"),
                           brace(str(tr.logits.shape[-1]), "home.f.classes")]))
 
 probs = tr.probs[0]
 top = probs.topk(min(5, probs.numel()))
 names = lv.class_names()
-cls_attention = tr.attentions[-1][0, :, 0, prefix:].mean(0).reshape(h, w)
-centre = (h // 2, w // 2)
-similarity = analysis.pos_embed_similarity(tr.pos_embed, tr.grid, prefix)[centre]
+cls_attention = tr.attentions[-1][0, :, 0, s.prefix:].mean(0).reshape(tr.grid)
+centre = (s.h // 2, s.w // 2)
+similarity = analysis.pos_embed_similarity(tr.pos_embed, tr.grid, s.prefix)[centre]
 
 cards = [
-    ("pages/step1_patchify.py", viz.image_grid(lv.display, tr.grid, P)),
+    ("pages/step1_patchify.py", viz.image_grid(lv.display, tr.grid, s.P)),
     ("pages/step2_project.py", viz.heatmap(tr.patches[0], colorbar_title=t("home.values"), diverging=True,
                                            x_title=t("home.axis.ppc"), y_title=t("home.axis.patch"))),
     ("pages/step3_position.py", viz.heatmap(similarity, colorbar_title=t("home.cosine"), zmin=-1, zmax=1,
                                             diverging=True, square=True, marks=[centre])),
     ("pages/step4_cls.py", viz.heatmap(tr.tokens[0], colorbar_title=t("home.values"), diverging=True,
                                        x_title=t("home.axis.dim"), y_title=t("home.axis.token"))),
-    ("pages/step5_encoder.py", viz.overlay(lv.display, cls_attention, P, colorbar_title=t("home.attention"))),
+    ("pages/step5_encoder.py", viz.overlay(lv.display, cls_attention, s.P, colorbar_title=t("home.attention"))),
     ("pages/step6_classify.py", viz.bars([names[i] for i in top.indices], top.values, highlight=0)),
 ]
 for row in range(2):
@@ -50,7 +47,8 @@ for row in range(2):
         step = page.split("/")[1].split("_")[0]  # "step1"
         with col.container(border=True):
             st.markdown(f"**{t(f'home.{step}.title')}**")
-            st.caption(t(f"home.{step}.shape", **shapes, top=names[top.indices[0]], p=float(top.values[0])))
+            st.caption(t(f"home.{step}.shape", **s._asdict(), PPC=PPC, top=names[top.indices[0]],
+                         p=float(top.values[0])))
             ui.plot(viz.style(fig, height=260), key=f"home.{step}")
             st.page_link(page, label=t("home.open"), icon="➡️")
 

@@ -18,9 +18,8 @@ ui.page_header("rollout")
 ui.require_vit("rollout")
 lv = ui.live()
 tr = lv.trace
-p, (h, w), P = tr.num_prefix_tokens, tr.grid, tr.patch_size
-N, L, H = h * w, len(tr.layers), tr.attentions[0].shape[1]
-T = N + p
+s = tr.shapes
+p, h, w, P, N, T, L, H = s.prefix, s.h, s.w, s.P, s.N, s.T, s.L, s.heads
 names = lv.class_names()
 model_id, digest = st.session_state["vx.model"], st.session_state["vx.image"]["digest"]
 st.info(t("rollout.upload_hint", name=lv.image_name, classes=len(names)))

@@ -10,14 +10,14 @@ t = ui.t
 ui.page_header("step1")
 lv = ui.live()
 tr = lv.trace
-_, C, H, W = tr.pixels.shape
-P, (h, w), prefix = tr.patch_size, tr.grid, tr.num_prefix_tokens
-geo = analysis.patch_geometry((H, W), P, C, prefix)
+s = tr.shapes
+P, C = s.P, s.C
+geo = analysis.patch_geometry((s.H, s.W), P, C, s.prefix)
 b16 = analysis.patch_geometry((224, 224), 16, 3)
 
-st.latex(rf"N = \frac{{H \cdot W}}{{P^2}} = \frac{{{H} \cdot {W}}}{{{P}^2}} = {h} \times {w} = {geo.num_patches}"
-         rf"\qquad x_p \in \mathbb{{R}}^{{N \times (P^2 \cdot C)}} = \mathbb{{R}}^{{{geo.num_patches} \times {geo.patch_dim}}}")
-st.markdown(t("step1.live", H=H, W=W, C=C, P=P, h=h, w=w, N=geo.num_patches, PPC=geo.patch_dim))
+st.latex(rf"N = \frac{{H \cdot W}}{{P^2}} = \frac{{{s.H} \cdot {s.W}}}{{{P}^2}} = {s.h} \times {s.w} = {s.N}"
+         rf"\qquad x_p \in \mathbb{{R}}^{{N \times (P^2 \cdot C)}} = \mathbb{{R}}^{{{s.N} \times {geo.patch_dim}}}")
+st.markdown(t("step1.live", **s._asdict(), PPC=geo.patch_dim))
 st.caption(t("step1.b16", N=b16.num_patches, PPC=b16.patch_dim))
 
 left, right = st.columns([3, 2], gap="large")
@@ -31,26 +31,26 @@ with right:
     ui.plot(viz.image_grid(lv.display[r * P:(r + 1) * P, c * P:(c + 1) * P], height=220), key="step1.crop")
     values = tr.pixels[0, :, r * P:(r + 1) * P, c * P:(c + 1) * P]  # (C, P, P): what the model receives
     pre = lv.card.preprocess
-    lo = min((0 - m) / s for m, s in zip(pre.mean, pre.std))  # the range any normalised pixel can take,
-    hi = max((1 - m) / s for m, s in zip(pre.mean, pre.std))  # so every patch is drawn on one fixed scale
+    lo = min((0 - m) / sd for m, sd in zip(pre.mean, pre.std))  # the range any normalised pixel can take,
+    hi = max((1 - m) / sd for m, sd in zip(pre.mean, pre.std))  # so every patch is drawn on one fixed scale
     names = [t(f"step1.channel.{C}.{i}") for i in range(C)] if C in (1, 3) else [str(i) for i in range(C)]
     ui.plot(vz.patch_pixels(values.numpy(), channel_titles=names, colorbar_title=t("step1.patch.colorbar"),
                             zmin=lo, zmax=hi, hover=t("step1.patch.hover")), key="step1.pixels")
     st.caption(t("step1.patch.caption", mean=", ".join(f"{m:g}" for m in pre.mean),
-                 std=", ".join(f"{s:g}" for s in pre.std)))
+                 std=", ".join(f"{sd:g}" for sd in pre.std)))
     ui.show_tensor(t("step1.tensor.patch", r=r, c=c), values)
 ui.show_tensor(t("step1.tensor.pixels"), tr.pixels[0])
 
 st.subheader(t("step1.whatif.title"))
 st.markdown(t("step1.whatif.intro"))
-options = analysis.patch_size_options((H, W), P)
+options = analysis.patch_size_options((s.H, s.W), P)
 key = ui.persist("vx.step1.whatif")
 if st.session_state.get(key) not in options:  # first visit, or another model with other sizes
     st.session_state[key] = P
 # labels are built during the run: a format_func calling t() later could read the language out of context
 labels = {p: t("step1.whatif.option", P=p) if p == P else str(p) for p in options}
 Q = st.select_slider(t("step1.whatif.label"), options, key=key, format_func=labels.get)
-alt = analysis.patch_geometry((H, W), Q, C, prefix)
+alt = analysis.patch_geometry((s.H, s.W), Q, C, s.prefix)
 grid_col, numbers = st.columns([3, 2], gap="large")
 with grid_col:
     ui.plot(viz.image_grid(lv.display, alt.grid, Q, height=480), key="step1.whatif.grid")

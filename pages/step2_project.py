@@ -12,9 +12,8 @@ t = ui.t
 ui.page_header("step2")
 lv = ui.live()
 tr = lv.trace
-_, C, H, W = tr.pixels.shape
-P, (h, w) = tr.patch_size, tr.grid
-N, PPC, D = h * w, P * P * C, tr.patch_embeddings.shape[-1]
+s = tr.shapes
+P, N, D, PPC = s.P, s.N, s.D, s.P * s.P * s.C
 proj = lv.model.patch_embed.proj
 weight = proj.weight.detach().cpu().float()  # (D, C, P, P): the conv the model runs
 bias = proj.bias.detach().cpu().float() if proj.bias is not None else None
@@ -36,10 +35,10 @@ with left:
     r, c = ui.patch_picker(tr)
     ui.clickable_chart(viz.image_grid(lv.display, tr.grid, P, selected=(r, c), hover=t("step2.grid.hover"),
                                       height=400), key="step2.grid", grid=tr.grid)
-k = r * w + c  # row-major: the patch's place in the sequence
+k = r * s.w + c  # row-major: the patch's place in the sequence
 with right:
     st.subheader(t("step2.flat.title", r=r, c=c, PPC=PPC))
-    st.markdown(t("step2.flat.order", C=C, P=P, PP=P * P))
+    st.markdown(t("step2.flat.order", C=s.C, P=P, PP=P * P))
     ui.plot(vz.vector_strip(tr.patches[0, k].numpy(), colorbar_title=t("step2.value"),
                             x_title=t("step2.flat.axis"), hover=t("step2.flat.hover")), key="step2.flat")
     ui.show_tensor(t("step2.tensor.patch", r=r, c=c), tr.patches[0, k])
@@ -78,7 +77,7 @@ with pc:
     labels = [t("step2.pca.label", i=i + 1, p=float(v)) for i, v in enumerate(ratio)]
     ui.plot(vz.components_mosaic(comps.numpy(), labels, cols=-(-n // 4), colorbar_title=t("step2.pca.colorbar")),
             key="step2.pca")
-    st.caption(t(f"step2.pca.caption.{'rgb' if C == 3 else 'gray'}"))
+    st.caption(t(f"step2.pca.caption.{'rgb' if s.C == 3 else 'gray'}"))
 with curve:
     steps = np.arange(1, n + 1)
     ui.plot(viz.lines(steps, {t("step2.pca.each"): ratio.numpy(), t("step2.pca.total"): ratio.cumsum(0).numpy()},

@@ -11,10 +11,9 @@ t = ui.t
 ui.page_header("step3")
 lv = ui.live()
 tr = lv.trace
-_, C, H, W = tr.pixels.shape
-P, (h, w), prefix = tr.patch_size, tr.grid, tr.num_prefix_tokens
+s = tr.shapes
+P, h, w, prefix, T, D = s.P, s.h, s.w, s.prefix, s.T, s.D
 pos = tr.pos_embed  # (1, T, D): prefix slots first, then the h·w grid row by row
-T, D = pos.shape[1:]
 slot = lambda i: t(f"step3.slot.{i}") if i < 2 else t("step3.slot.other", i=i)  # noqa: E731 - CLS, DIST, ...
 
 x = r"\times"
@@ -29,7 +28,7 @@ refs = ["patch"] + [str(i) for i in range(prefix)]
 if st.session_state.get("vx.step3.seen") != (r, c) or st.session_state.get(REF) not in refs:
     st.session_state["vx.step3.seen"] = (r, c)  # a newly picked patch becomes the reference again
     st.session_state[REF] = "patch"
-labels = {s: t("step3.ref.patch", r=r, c=c) if s == "patch" else slot(int(s)) for s in refs}
+labels = {o: t("step3.ref.patch", r=r, c=c) if o == "patch" else slot(int(o)) for o in refs}
 ref = st.radio(t("step3.ref.label"), refs, key=REF, horizontal=True, format_func=labels.get)
 token = prefix + r * w + c if ref == "patch" else int(ref)
 pre_sims, sims = analysis.pos_embed_row(pos, token, tr.grid, prefix)
@@ -40,7 +39,7 @@ with left:
     fig = vz.grid_map(sims.numpy(), colorbar_title=t("step3.cosine"), hover=t("step3.map.hover"),
                       selected=(r, c) if ref == "patch" else None)
     ui.clickable_chart(fig, key="step3.map", grid=tr.grid)
-    st.caption(t("step3.map.prefix", sims="; ".join(f"{slot(i)}: {float(s):+.3f}" for i, s in enumerate(pre_sims))))
+    st.caption(t("step3.map.prefix", sims="; ".join(f"{slot(i)}: {float(v):+.3f}" for i, v in enumerate(pre_sims))))
     if ref != "patch":
         st.caption(t("step3.map.offgrid"))
 with right:
@@ -52,10 +51,10 @@ with right:
 ui.show_tensor("E_pos", pos[0])
 
 st.subheader(t("step3.resample.title"))
-st.markdown(t("step3.resample.intro", H=H, W=W, h=h, w=w))
+st.markdown(t("step3.resample.intro", H=s.H, W=s.W, h=h, w=w))
 a, b = st.columns(2)
 size = []
-for col, name, n in [(a, "height", H), (b, "width", W)]:
+for col, name, n in [(a, "height", s.H), (b, "width", s.W)]:
     options = [P * i for i in range(1, 4 * max(h, w) + 1)]
     key = ui.persist(f"vx.step3.{name}")
     if st.session_state.get(key) not in options:  # default: a wider picture, so the grid is not square

@@ -13,9 +13,8 @@ ui.page_header("step4")
 ui.require_vit("step4")
 lv = ui.live()
 tr = lv.trace
-p, (h, w) = tr.num_prefix_tokens, tr.grid
-N, D, L = h * w, tr.tokens.shape[-1], len(tr.layers)
-T = N + p
+s = tr.shapes
+p, N, T, D, L = s.prefix, s.N, s.T, s.D, s.L
 labels = ui.token_labels(tr)
 x = r"\times"
 

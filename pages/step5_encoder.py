@@ -13,9 +13,9 @@ ui.page_header("step5")
 ui.require_vit("step5")
 lv = ui.live()
 tr = lv.trace
-p, (h, w), P = tr.num_prefix_tokens, tr.grid, tr.patch_size
-N, D, L, H = h * w, tr.tokens.shape[-1], len(tr.layers), tr.attentions[0].shape[1]
-T, hd = N + p, D // H
+s = tr.shapes
+p, h, w, P, T, D, L, H = s.prefix, s.h, s.w, s.P, s.T, s.D, s.L, s.heads
+hd = D // H
 labels = ui.token_labels(tr)
 cost = analysis.attention_cost(T, H, L, D)
 x = r"\times"

@@ -2,6 +2,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,3 +27,37 @@ def _serve_like_a_running_server():
 
 
 _serve_like_a_running_server()
+
+
+# ----------------------------------------------------------------------------- models for the page tests
+
+@pytest.fixture(scope="session")
+def fmnist_model(tmp_path_factory) -> str | None:
+    """The model to select for the embedded Fashion-MNIST ViT: None (the app's default) once its weights
+    exist; until then a random ViT with its config and card, wide weights so its attention is not flat."""
+    from vit_core import zoo
+
+    if zoo.embedded_path(zoo.DEFAULT_MODEL).is_file():
+        return None
+    from apptest import save_vit
+    from vit_core.card import Preprocess
+    from vit_core.data import CLASSES, CLASSES_ZH
+    from vit_core.train import VIT_DEFAULT
+
+    preprocess = Preprocess(size=VIT_DEFAULT.image_size, resize="fit_pad", crop_pct=1.0, interpolation="bilinear",
+                            mean=(0.286,), std=(0.353,), channels="L", invert="auto")  # as vit_core.train writes it
+    return save_vit(tmp_path_factory.mktemp("models"), "fmnist-like", VIT_DEFAULT, list(CLASSES), std=0.15,
+                    class_names_zh=list(CLASSES_ZH), preprocess=preprocess)
+
+
+@pytest.fixture(scope="session")
+def deit_model(tmp_path_factory) -> str:
+    """An ImageNet-like DeiT: RGB, P = 16, a distillation token (two prefix tokens), a non-square 4×6 grid,
+    1000 ImageNet classes."""
+    from apptest import save_vit
+    from vit_core.model import ViTConfig
+    from vit_core.weights import imagenet_classes
+
+    cfg = ViTConfig.variant("Ti/16", image_size=(64, 96), depth=2, distilled=True)
+    return save_vit(tmp_path_factory.mktemp("models"), "deit-like", cfg, list(imagenet_classes()), seed=1,
+                    title="DeiT-like")

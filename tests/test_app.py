@@ -2,46 +2,18 @@
 
 import io
 import re
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parent.parent
+from apptest import ROOT, RAW_KEY, assert_clean, open_app, select_patch
+
 PAGES = ["pages/home.py", "pages/step1_patchify.py", "pages/step2_project.py", "pages/step3_position.py",
          "pages/step4_cls.py", "pages/step5_encoder.py", "pages/step6_classify.py", "pages/rollout_lab.py",
          "pages/cnn_vs_vit.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
-RAW_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")  # a translation key shown instead of its text
 
 pytestmark = pytest.mark.slow
-
-
-def start(lang="en", page=None, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
-    at.session_state["vx.lang"] = lang
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.run()
-    return at
-
-
-def texts(at: AppTest) -> list[str]:
-    found = []
-    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "success", "error"):
-        found += [str(e.value) for e in getattr(at, kind)]
-    return found
-
-
-def assert_clean(at: AppTest):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    assert not [s for s in texts(at) if RAW_KEY.match(s.strip())], "an untranslated key is shown"
 
 
 def test_every_page_exists_in_the_navigation():
@@ -53,7 +25,7 @@ def test_every_page_exists_in_the_navigation():
 @pytest.mark.parametrize("lang", ["en", "zh"])
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_in_both_languages(page, lang):
-    at = start(lang, page)
+    at = open_app(lang, page)
     assert_clean(at)
     assert at.title, "every page has a title"
     title = at.title[0].value
@@ -70,7 +42,7 @@ def _jpeg(size=(320, 240), color=(200, 30, 30)) -> bytes:
 
 
 def test_upload_a_real_image_then_a_broken_one():
-    at = start("en")
+    at = open_app("en")
     at.sidebar.segmented_control(key="vx.image_source").set_value("upload").run()
     at.sidebar.file_uploader(key="vx.upload").upload("my photo.jpg", _jpeg(), "image/jpeg").run()
     assert_clean(at)
@@ -92,7 +64,7 @@ def test_a_real_photo_changes_the_prediction_input():
 
     with get_sample_data("grace_hopper.jpg") as f:
         data = f.read()
-    at = start("en", "pages/step1_patchify.py")
+    at = open_app("en", "pages/step1_patchify.py")
     before = at.session_state["vx.image"]["digest"]
     at.sidebar.segmented_control(key="vx.image_source").set_value("upload").run()
     at.sidebar.file_uploader(key="vx.upload").upload("grace_hopper.jpg", data, "image/jpeg").run()
@@ -101,7 +73,7 @@ def test_a_real_photo_changes_the_prediction_input():
 
 
 def test_a_sample_can_be_chosen():
-    at = start("zh")
+    at = open_app("zh")
     at.sidebar.selectbox(key="vx.sample").select("photo_chelsea.jpg").run()
     assert_clean(at)
     assert at.session_state["vx.image"]["name"] == "photo_chelsea.jpg"
@@ -112,7 +84,7 @@ def test_a_broken_checkpoint_is_a_message_and_the_model_stays(tmp_path, monkeypa
     bad.write_bytes(b"this is not a safetensors file")
     monkeypatch.setenv("VIT_EXPLORER_MODELS", str(tmp_path))
     for lang in ("en", "zh"):
-        at = start(lang)
+        at = open_app(lang)
         model_before = at.session_state["vx.model"]
         at.sidebar.selectbox(key="vx.model_choice").select(str(bad)).run()
         assert not at.exception
@@ -126,7 +98,7 @@ def test_a_hub_model_offline_is_a_message_within_a_second(monkeypatch):
     import time
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    at = start("zh")
+    at = open_app("zh")
     model_before = at.session_state["vx.model"]
     from vit_core import hub
 
@@ -143,9 +115,8 @@ def test_a_hub_model_offline_is_a_message_within_a_second(monkeypatch):
 
 
 def test_patch_selection_is_shared_between_pages():
-    at = start("en", "pages/step1_patchify.py")
-    at.session_state["vx.patch"] = (3, 5)
-    at.run()
+    at = open_app("en", "pages/step1_patchify.py")
+    select_patch(at, 3, 5)  # with the row / column inputs, as a user does (a click sets them too)
     at.switch_page("pages/step3_position.py")
     at.run()
     assert at.session_state["vx.patch"] == (3, 5)
@@ -153,31 +124,14 @@ def test_patch_selection_is_shared_between_pages():
 
 
 def test_sidebar_offers_every_sample_and_the_device():
-    at = start("en")
+    at = open_app("en")
     options = at.sidebar.selectbox(key="vx.sample").options
     assert len(options) == len(list((ROOT / "assets" / "samples").glob("*.[pj][np]g")))
     assert any("CPU" in c.value or "CUDA" in c.value for c in at.sidebar.caption)
 
 
-@pytest.fixture(scope="module")
-def odd_model(tmp_path_factory):
-    """An ImageNet-like RGB DeiT (two prefix tokens, 1000 classes) on a non-square 3×5 grid."""
-    import torch
-
-    from vit_core import ViT, ViTConfig
-    from vit_core.card import ModelCard, Preprocess
-    from vit_core.weights import imagenet_classes, save_checkpoint
-
-    cfg = ViTConfig(image_size=(48, 80), patch_size=16, embed_dim=48, depth=2, num_heads=3, mlp_dim=96,
-                    num_classes=1000, distilled=True)
-    torch.manual_seed(0)
-    card = ModelCard("odd", "vit", cfg, Preprocess(size=(48, 80)), list(imagenet_classes()), title="odd DeiT")
-    weights, _ = save_checkpoint(ViT(cfg), card, tmp_path_factory.mktemp("models") / "odd")
-    return str(weights)
-
-
 @pytest.mark.parametrize("page", PAGES)
-def test_pages_work_for_an_rgb_deit_on_a_non_square_grid(page, odd_model):
-    at = start("en", page, **{"vx.model": odd_model})
+def test_pages_work_for_an_rgb_deit_on_a_non_square_grid(page, deit_model):
+    at = open_app("en", page, **{"vx.model": deit_model})
     assert_clean(at)
-    assert at.session_state["vx.model"] == odd_model
+    assert at.session_state["vx.model"] == deit_model

@@ -5,25 +5,23 @@ theoretical receptive field, so `rf_span` must draw that support; a ViT token be
 (z0) depends only on its own patch. The page's numbers are checked against vit_core computed here.
 """
 
-import base64
 import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from apptest import ROOT, assert_clean, default_image, live_trace, open_app, plotly_array, save_vit
 from vit_core import analysis, zoo
 from vit_core.card import ModelCard, Preprocess
 from vit_core.cnn import DEFAULT_CONFIG, build_cnn, layer_specs
 from vit_core.i18n import translate
 from vit_core.model import ViT, ViTConfig
-from vit_core.train import VIT_DEFAULT, summarize
+from vit_core.train import summarize
 from vit_core.weights import save_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/cnn_vs_vit.py"
 
 
@@ -148,16 +146,11 @@ def _de_json(path: Path, vit: list[float], cnn: list[float], sizes=(1000, 5000, 
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, fmnist_model):
     """The embedded models and results, or random stand-ins with the same configs while they are being made."""
     tmp = tmp_path_factory.mktemp("cnn_page")
-    found = {"vit": None, "cnn": "fmnist-cnn", "de": str(ROOT / "assets" / "data_efficiency.json"), "tmp": tmp}
-    if not zoo.embedded_path("fmnist-vit").is_file():
-        torch.manual_seed(0)
-        card = ModelCard("dev-vit", "vit", VIT_DEFAULT, Preprocess(size=(28, 28), resize="fit_pad", crop_pct=1.0,
-                         interpolation="bilinear", mean=(0.286,), std=(0.353,), channels="L", invert="auto"),
-                         [f"c{i}" for i in range(10)])
-        found["vit"] = str(save_checkpoint(ViT(VIT_DEFAULT), card, tmp / "models" / "dev-vit")[0])
+    found = {"vit": fmnist_model, "cnn": "fmnist-cnn", "de": str(ROOT / "assets" / "data_efficiency.json"),
+             "tmp": tmp}
     if not zoo.embedded_path("fmnist-cnn").is_file():
         torch.manual_seed(0)
         card = ModelCard("fmnist-cnn", "cnn", DEFAULT_CONFIG, Preprocess(size=(28, 28), resize="fit_pad",
@@ -170,21 +163,10 @@ def assets(tmp_path_factory):
 
 
 def _start(assets, monkeypatch, lang, **state):
-    from streamlit.testing.v1 import AppTest
     monkeypatch.setenv(zoo.ENV_DIR, str(assets["tmp"] / "models"))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
-    at.session_state["vx.lang"] = lang
-    at.session_state["cnn.model"] = assets["cnn"]
-    at.session_state["cnn.de_json"] = assets["de"]
-    if assets["vit"]:
-        at.session_state["vx.model"] = assets["vit"]
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    defaults = {"cnn.model": assets["cnn"], "cnn.de_json": assets["de"], "vx.model": assets["vit"]}
+    at = open_app(lang, PAGE, **(defaults | state))
+    assert_clean(at)
     return at
 
 
@@ -200,13 +182,6 @@ def _figure(at, title: str) -> dict:
     raise AssertionError(f"no figure titled {title!r}")
 
 
-def _values(v) -> list:
-    """A plotly JSON array: a list, or numpy's bytes as {"dtype", "bdata"} (plotly >= 6)."""
-    if isinstance(v, dict):
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
-    return list(v)
-
-
 def _rf_box(spec: dict) -> tuple[float, ...]:
     s = next(s for s in spec["layout"]["shapes"] if s.get("name") == "rf")
     return s["y0"] + 0.5, s["y1"] + 0.5, s["x0"] + 0.5, s["x1"] + 0.5
@@ -220,7 +195,7 @@ def test_page_shows_the_numbers_vit_core_computes(assets, monkeypatch, lang):
     at = _start(assets, monkeypatch, lang, **{"vx.patch": (r, c)})
     assert at.title[0].value == t("cnn.title")
     assert not any(w.value.startswith(t("cnn.missing_cnn", path="")[:20]) for w in at.warning)
-    model, card = zoo.load_model(at.session_state["vx.model"])
+    model, card, tr = live_trace(at.session_state["vx.model"])
     cnn, cnn_card = zoo.load_model(assets["cnn"])
 
     # 1 · receptive fields: the metric and the drawn square follow the slider
@@ -244,12 +219,11 @@ def test_page_shows_the_numbers_vit_core_computes(assets, monkeypatch, lang):
     assert x1 - x0 < 427  # clipped at the border
 
     # 2 · attention distance: every head of every layer, and the uniform ceiling
-    tr = model.trace(card.preprocess(_sample_image()))
     dist = analysis.mean_attention_distance(tr.attentions, tr.grid, tr.patch_size,
                                             num_prefix_tokens=tr.num_prefix_tokens)[0]
     spec = _figure(at, t("cnn.dist.title"))
     current = next(d for d in spec["data"] if d.get("name") == t("cnn.dist.current"))
-    assert _values(current["y"]) == pytest.approx(dist.reshape(-1).tolist(), abs=1e-4)
+    assert plotly_array(current["y"]).tolist() == pytest.approx(dist.reshape(-1).tolist(), abs=1e-4)
     ceiling = analysis.uniform_attention_distance(tr.grid, tr.patch_size)
     assert t("cnn.dist.ceiling", d=ceiling) in json.dumps(spec, ensure_ascii=False)
 
@@ -257,7 +231,7 @@ def test_page_shows_the_numbers_vit_core_computes(assets, monkeypatch, lang):
     token = tr.num_prefix_tokens + r * tr.grid[1] + c
     vit_frac = analysis.erf_fraction(analysis.vit_erf(model, tr.pixels, 1, token).cpu()).item()
     assert _metric(at, t("cnn.erf.fraction", model=t("cnn.model.vit"))) == f"{vit_frac:.1%}"
-    pixels = cnn_card.preprocess(_sample_image())
+    pixels = cnn_card.preprocess(default_image())
     cell = (4 * r + 2, 4 * c + 2)  # stage1 keeps 28×28: the pixel at the patch centre (4 px patches)
     cnn_frac = analysis.erf_fraction(analysis.cnn_erf(cnn, pixels, "stage1.conv1", cell).cpu()).item()
     assert _metric(at, t("cnn.erf.fraction", model=t("cnn.model.cnn_ours"))) == f"{cnn_frac:.1%}"
@@ -271,12 +245,6 @@ def test_page_shows_the_numbers_vit_core_computes(assets, monkeypatch, lang):
     assert {d["legendgroup"] for d in spec["data"]} == {"vit", "cnn"}
     assert spec["layout"]["xaxis"]["type"] == "log"
     assert at.dataframe, "the results table"
-
-
-def _sample_image():
-    from vit_core.images import load_image
-    import ui  # noqa: F401 - the page's default sample, read the same way
-    return load_image(ui.default_sample().read_bytes())
 
 
 @pytest.mark.slow
@@ -309,12 +277,10 @@ def test_the_measurement_sentence_follows_the_json(assets, monkeypatch, tmp_path
 
 @pytest.mark.slow
 def test_another_vit_shows_its_own_erf_and_says_the_cnn_uses_the_embedded_pair(assets, monkeypatch):
-    torch.manual_seed(0)
     cfg = ViTConfig.variant("Ti/16", image_size=(224, 160), depth=2, num_classes=10)  # 14×10 grid: non-square
-    card = ModelCard("tiny-ti", "vit", cfg, Preprocess(size=(224, 160)), [f"c{i}" for i in range(10)])
-    path = save_checkpoint(ViT(cfg), card, assets["tmp"] / "models" / "tiny-ti")[0]
-    at = _start(assets, monkeypatch, "zh", **{"vx.model": str(path), "vx.patch": (13, 9)})  # the last patch
-    assert at.session_state["vx.model"] == str(path)
+    path = save_vit(assets["tmp"] / "models", "tiny-ti", cfg, [f"c{i}" for i in range(10)])
+    at = _start(assets, monkeypatch, "zh", **{"vx.model": path, "vx.patch": (13, 9)})  # the last patch
+    assert at.session_state["vx.model"] == path
     assert translate("cnn.erf.other_model", "zh") in [i.value for i in at.info]
     titles = [(json.loads(c.proto.spec)["layout"].get("title") or {}).get("text") for c in at.get("plotly_chart")]
     assert translate("cnn.erf.vit_title", "zh", layer=1, token=1 + 13 * 10 + 9) in titles

@@ -1,6 +1,5 @@
 """The attention rollout lab: its pure helpers, then the page in AppTest against vit_core computed directly."""
 
-import base64
 import io
 import json
 import re
@@ -14,15 +13,14 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from apptest import assert_clean, charts, live_trace, open_app, plotly_array, save_vit
 from vit_core import analysis, zoo
-from vit_core.card import ModelCard, Preprocess
+from vit_core.card import Preprocess
 from vit_core.i18n import translate
-from vit_core.images import image_digest, load_image
-from vit_core.model import ViT, ViTConfig
+from vit_core.images import image_digest
+from vit_core.model import ViTConfig
 from vit_core.viz import rollout as vz
-from vit_core.weights import save_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/rollout_lab.py"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -105,33 +103,6 @@ def test_csv_and_json_exports_read_back():
 
 # ----------------------------------------------------------------------------- the page (AppTest)
 
-def _random_vit(cfg: ViTConfig, card: ModelCard, folder: Path, seed=0) -> str:
-    """A random ViT with weights large enough that attention is far from uniform (a 0.02 init is nearly flat)."""
-    torch.manual_seed(seed)
-    model = ViT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.15)
-    weights, _ = save_checkpoint(model, card, folder / card.name)
-    return str(weights)
-
-
-@pytest.fixture
-def fmnist_model(tmp_path, monkeypatch) -> str | None:
-    """The embedded model when it exists (the default: nothing to select); else a random one of its shape."""
-    if zoo.embedded_path("fmnist-vit").is_file():
-        return None
-    cfg = ViTConfig(image_size=(28, 28), patch_size=4, in_chans=1, embed_dim=64, depth=6, num_heads=4, mlp_dim=128,
-                    num_classes=10)
-    card = ModelCard(name="test-fmnist-vit", arch="vit", config=cfg,
-                     preprocess=Preprocess(size=(28, 28), resize="fit_pad", mean=(0.286,), std=(0.353,), channels="L",
-                                           invert="auto", interpolation="bilinear"),
-                     class_names=[f"class {i}" for i in range(10)], class_names_zh=[f"类别 {i}" for i in range(10)])
-    monkeypatch.setenv(zoo.ENV_DIR, str(tmp_path))
-    return _random_vit(cfg, card, tmp_path)
-
-
 @pytest.fixture
 def downloads(monkeypatch) -> dict:
     """What the page hands to st.download_button, by file name (the bytes behind each button)."""
@@ -148,48 +119,20 @@ def downloads(monkeypatch) -> dict:
 
 
 def start(lang: str, model: str | None, image: dict | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.session_state["vx.lang"] = lang
-    if model:
-        at.session_state["vx.model"] = model
-    if image:
-        at.session_state["vx.image"] = image
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
+    at = open_app(lang, PAGE, **{"vx.model": model, "vx.image": image})
     assert_clean(at)
     return at
 
 
-def assert_clean(at: AppTest):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def _array(v):
-    """A plotly JSON array: a plain list, or plotly's typed-array form {"dtype", "bdata", "shape"}."""
-    if isinstance(v, dict) and "bdata" in v:
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(s) for s in str(v["shape"]).split(",")]) if "shape" in v else a
-    return np.asarray(v, dtype=float)
-
-
 def figure(at: AppTest, key: str) -> dict:
-    charts = {el.key: el for el in at.get("plotly_chart")}
-    assert key in charts, f"no chart {key!r} among {list(charts)}"
-    return json.loads(charts[key].proto.spec)
+    found = charts(at)
+    assert key in found, f"no chart {key!r} among {list(found)}"
+    return found[key]
 
 
 def shown_map(at: AppTest, key: str) -> np.ndarray:
     heatmap = next(d for d in figure(at, key)["data"] if d["type"] == "heatmap")
-    return _array(heatmap["z"]).astype(float)
-
-
-def oracle_trace(model_id: str | None, image: dict | None = None):
-    """The same model and image as the page, loaded and run here, outside Streamlit."""
-    model, card = zoo.load_model(model_id)
-    data = image["data"] if image else (ROOT / "assets" / "samples" / "fmnist_ankle_boot.png").read_bytes()
-    return model, card, model.trace(card.preprocess(load_image(data))).to("cpu")
+    return plotly_array(heatmap["z"]).astype(float)
 
 
 def expected_rollout(tr, **settings) -> np.ndarray:
@@ -206,7 +149,7 @@ def check_faithfulness(at, model, tr, scores: np.ndarray, class_index: int, step
     rand = analysis.deletion_insertion(predict, tr.pixels, seeded, grid, P, class_index, steps=steps)
     for kind in ("deletion", "insertion"):
         fig = figure(at, f"rollout.{kind}")
-        curve, random_curve = (_array(d["y"]) for d in fig["data"][:2])
+        curve, random_curve = (plotly_array(d["y"]) for d in fig["data"][:2])
         assert len(curve) == len(random_curve) == steps + 1
         assert all(np.all((c >= 0) & (c <= 1)) for c in (curve, random_curve)), "probabilities"
         np.testing.assert_allclose(curve, ours[kind].numpy(), atol=1e-5)
@@ -223,7 +166,7 @@ def check_faithfulness(at, model, tr, scores: np.ndarray, class_index: int, step
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_page_shows_live_maps_checks_faithfulness_and_exports_what_it_shows(lang, fmnist_model, downloads):
     at = start(lang, fmnist_model)
-    model, card, tr = oracle_trace(fmnist_model)
+    model, card, tr = live_trace(fmnist_model)
     L = len(tr.layers)
     assert bool(CJK.search(at.title[0].value)) == (lang == "zh")
     assert any(e.value.count("**") >= 2 and "fmnist_ankle_boot.png" in e.value for e in at.info), "says where to upload"
@@ -266,7 +209,7 @@ def test_page_shows_live_maps_checks_faithfulness_and_exports_what_it_shows(lang
 @pytest.mark.slow
 def test_every_control_changes_the_map(fmnist_model):
     at = start("en", fmnist_model)
-    _, _, tr = oracle_trace(fmnist_model)
+    _, _, tr = live_trace(fmnist_model)
     L = len(tr.layers)
     settings = dict(residual=True, head_fusion="mean", discard_ratio=0.0, start_layer=0, end_layer=L)
     before = shown_map(at, "rollout.map")
@@ -284,7 +227,7 @@ def test_every_control_changes_the_map(fmnist_model):
         before = now
 
     # gradient rollout follows the class: two classes, two maps, each equal to the computation done here
-    model, _, _ = oracle_trace(fmnist_model)
+    model, _, _ = live_trace(fmnist_model)
     grads = {}
     for cls in [int(i) for i in tr.probs[0].topk(2).indices]:
         at.selectbox(key="rollout.class").set_value(cls).run()
@@ -302,10 +245,9 @@ def test_own_photo_on_a_deit_like_model_with_a_non_square_grid(tmp_path, monkeyp
     """Two prefix tokens, a 2×3 grid, 1000 classes: the page never assumes one CLS or a square grid."""
     cfg = ViTConfig(image_size=(32, 48), patch_size=16, embed_dim=32, depth=3, num_heads=2, mlp_dim=64,
                     num_classes=1000, distilled=True)
-    card = ModelCard(name="tiny-deit", arch="vit", config=cfg, preprocess=Preprocess(size=(32, 48), crop_pct=1.0),
-                     class_names=[f"class {i}" for i in range(1000)], title="tiny DeiT")
     monkeypatch.setenv(zoo.ENV_DIR, str(tmp_path))
-    model_id = _random_vit(cfg, card, tmp_path, seed=1)
+    model_id = save_vit(tmp_path, "tiny-deit", cfg, [f"class {i}" for i in range(1000)], seed=1, std=0.15,
+                        preprocess=Preprocess(size=(32, 48), crop_pct=1.0), title="tiny DeiT")
     buf = io.BytesIO()
     photo = Image.new("RGB", (120, 80), (200, 40, 40))
     photo.paste((30, 30, 220), (60, 10, 110, 70))
@@ -313,7 +255,7 @@ def test_own_photo_on_a_deit_like_model_with_a_non_square_grid(tmp_path, monkeyp
     image = {"data": buf.getvalue(), "name": "my photo.png", "digest": image_digest(buf.getvalue())}
 
     at = start("en", model_id, image)
-    model, _, tr = oracle_trace(model_id, image)
+    model, _, tr = live_trace(model_id, image)
     assert tr.num_prefix_tokens == 2 and tr.grid == (2, 3)
     assert any("my photo.png" in e.value for e in at.info)
     shown = shown_map(at, "rollout.map")

@@ -5,20 +5,16 @@ The pages are checked against vit_core computed directly here (same model, same 
 and heatmaps they show must be the live tensors, and every control must change what is shown.
 """
 
-import base64
-import json
-import math
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_core import analysis, zoo
+from apptest import assert_clean, charts, live_trace, open_app, plotly_array, select_patch
+from vit_core import analysis
 from vit_core.analysis import (corresponding_cell, linear_patch_embed, patch_geometry, patch_size_options,
                                pos_embed_row, pos_embed_similarity)
-from vit_core.card import ModelCard, Preprocess
-from vit_core.images import load_image
+from vit_core.i18n import translate
 from vit_core.model import ViT, ViTConfig, resample_pos_embed
 from vit_core.viz import steps as vz
 
@@ -136,30 +132,22 @@ def test_mosaic_places_tiles_row_major_with_gaps():
     assert np.isnan(m[2]).all() and np.isnan(m[:, 3]).all() and np.isnan(m[3:5, 8:]).all()  # gaps, empty slot
 
 
-def decode(a):
-    """A plotly array as numpy (plotly sends numpy arrays as base64 typed arrays)."""
-    if isinstance(a, dict) and "bdata" in a:
-        out = np.frombuffer(base64.b64decode(a["bdata"]), dtype=np.dtype(a["dtype"]))
-        return out.reshape([int(s) for s in str(a.get("shape", out.size)).split(",")])
-    return np.asarray(a, dtype=float)
-
-
 def test_similarity_mosaic_is_one_heatmap_of_all_maps():
     sim = pos_embed_similarity(torch.randn(1, 1 + 14 * 14, 32), (14, 14)).numpy()
     fig, k = vz.similarity_mosaic(sim, colorbar_title="cos", selected=(2, 3))
     assert k == 1 and len(fig.data) == 1  # ONE heatmap, not 196 figures
-    z = decode(fig.to_plotly_json()["data"][0]["z"])
+    z = plotly_array(fig.to_plotly_json()["data"][0]["z"])
     assert z.shape == (14 * 15 - 1, 14 * 15 - 1)
     np.testing.assert_allclose(z[2 * 15: 2 * 15 + 14, 3 * 15: 3 * 15 + 14], sim[2, 3])
     big = pos_embed_similarity(torch.randn(1, 1 + 20 * 24, 8), (20, 24)).numpy()
     fig, k = vz.similarity_mosaic(big, colorbar_title="cos")
-    assert k == 2 and decode(fig.to_plotly_json()["data"][0]["z"]).shape == (10 * 21 - 1, 12 * 25 - 1)
+    assert k == 2 and plotly_array(fig.to_plotly_json()["data"][0]["z"]).shape == (10 * 21 - 1, 12 * 25 - 1)
 
 
 def test_grid_map_markers_carry_row_col_value():
     values = np.random.default_rng(0).uniform(-1, 1, (3, 5))
     fig = vz.grid_map(values, colorbar_title="cos", hover="%{customdata[2]}", selected=(1, 2))
-    cd = decode(fig.to_plotly_json()["data"][1]["customdata"])
+    cd = plotly_array(fig.to_plotly_json()["data"][1]["customdata"])
     assert cd.shape == (15, 3)
     for r, c, v in cd:
         assert values[int(r), int(c)] == pytest.approx(v)
@@ -169,9 +157,9 @@ def test_projection_matrix_is_cut_for_big_models_with_real_indices():
     E = np.random.default_rng(0).normal(size=(768, 768))
     fig, (rows, cols) = vz.projection_matrix(E, colorbar_title="w", x_title="x", y_title="y")
     data = fig.to_plotly_json()["data"][0]
-    assert (rows, cols) == (256, 256) and decode(data["z"]).shape == (256, 256)
-    np.testing.assert_array_equal(decode(data["y"])[:3], [0, 3, 6])
-    np.testing.assert_allclose(decode(data["z"])[1, 2], E[3, 6])
+    assert (rows, cols) == (256, 256) and plotly_array(data["z"]).shape == (256, 256)
+    np.testing.assert_array_equal(plotly_array(data["y"])[:3], [0, 3, 6])
+    np.testing.assert_allclose(plotly_array(data["z"])[1, 2], E[3, 6])
     fig, shape = vz.projection_matrix(E[:16, :64], colorbar_title="w", x_title="x", y_title="y")
     assert shape == (16, 64)
 
@@ -180,7 +168,7 @@ def test_components_mosaic_for_gray_and_rgb():
     comps, ratio = analysis.embedding_components(torch.randn(64, 1, 4, 4), k=28)
     assert len(ratio) == 16  # min(D, P²C): a 4×4 grayscale patch has only 16 directions
     fig = vz.components_mosaic(comps.numpy(), [str(i) for i in range(16)], cols=4, colorbar_title="w")
-    z = decode(fig.to_plotly_json()["data"][0]["z"])
+    z = plotly_array(fig.to_plotly_json()["data"][0]["z"])
     assert np.nanmax(np.abs(z)) == pytest.approx(1.0)  # each component divided by its own max |w|
     comps, ratio = analysis.embedding_components(torch.randn(192, 3, 16, 16), k=28)
     fig = vz.components_mosaic(comps.numpy(), [str(i) for i in range(28)], cols=7, colorbar_title="w")
@@ -192,78 +180,18 @@ def test_components_mosaic_for_gray_and_rgb():
 LANGS = ["en", "zh"]
 
 
-def charts(at) -> dict:
-    """{chart key: figure dict} of the plotly charts on the page."""
-    return {c.proto.id.split("-", 2)[2]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
-
-
 def heat(at, key: str, trace: int = 0) -> np.ndarray:
-    return decode(charts(at)[key]["data"][trace]["z"])
+    return plotly_array(charts(at)[key]["data"][trace]["z"])
 
 
 def metrics(at) -> dict:
     return {m.label: m for m in at.metric}
 
 
-def fmnist_like_card(cfg):
-    return ModelCard(name="steps123-fmnist", arch="vit", config=cfg, class_names=[f"c{i}" for i in range(10)],
-                     preprocess=Preprocess(size=(28, 28), resize="fit_pad", interpolation="bilinear", mean=(0.286,),
-                                           std=(0.353,), channels="L", invert="auto"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """Random checkpoints for the pages: an ImageNet-like DeiT (RGB, P=16, non-square 14×10 grid, 2 prefix
-    tokens) and, only while the embedded model is not trained yet, a stand-in with its config."""
-    from vit_core.weights import save_checkpoint
-    folder = tmp_path_factory.mktemp("steps123_models")
-    torch.manual_seed(0)
-    cfg = ViTConfig.variant("Ti/16", image_size=(224, 160), distilled=True, num_classes=10, depth=1)
-    save_checkpoint(ViT(cfg), ModelCard(name="deit-like", arch="vit", config=cfg, preprocess=Preprocess(size=(224, 160)),
-                                        class_names=[f"c{i}" for i in range(10)]), folder / "deit-like")
-    if not zoo.embedded_path(zoo.DEFAULT_MODEL).is_file():
-        cfg = ViTConfig(image_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=6, num_heads=4, mlp_dim=128,
-                        num_classes=10)
-        save_checkpoint(ViT(cfg), fmnist_like_card(cfg), folder / "fmnist-like")
-    return folder
-
-
 @pytest.fixture(params=["embedded", "imagenet"])
-def model_id(request, model_dir, monkeypatch):
-    monkeypatch.setenv("VIT_EXPLORER_MODELS", str(model_dir))
-    if request.param == "imagenet":
-        return str(model_dir / "deit-like.safetensors")
-    if zoo.embedded_path(zoo.DEFAULT_MODEL).is_file():
-        return zoo.DEFAULT_MODEL
-    return str(model_dir / "fmnist-like.safetensors")
-
-
-def open_page(page: str, lang: str, model_id: str):
-    from streamlit.testing.v1 import AppTest
-    at = AppTest.from_file("../app.py", default_timeout=180)
-    at.session_state["vx.lang"] = lang
-    at.session_state["vx.model"] = model_id
-    at.run()
-    at.switch_page(f"pages/{page}.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
-def live_trace(model_id: str):
-    """What the page shows, computed here without the app: the default sample through the model."""
-    import ui
-    model, card = zoo.load_model(model_id)
-    tr = model.trace(card.preprocess(load_image(ui.default_sample().read_bytes()))).to("cpu")
-    return model, card, tr
-
-
-def select_patch(at, r: int, c: int):
-    at.number_input(key="vx.pick.row").set_value(r)
-    at.number_input(key="vx.pick.col").set_value(c)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+def model_id(request, fmnist_model, deit_model):
+    """The embedded model (None: the app's default, or its stand-in) and an ImageNet-like DeiT."""
+    return deit_model if request.param == "imagenet" else fmnist_model
 
 
 @pytest.mark.slow
@@ -272,7 +200,8 @@ def test_step1_page(lang, model_id):
     model, card, tr = live_trace(model_id)
     _, C, H, W = tr.pixels.shape
     P, (h, w) = tr.patch_size, tr.grid
-    at = open_page("step1_patchify", lang, model_id)
+    at = open_app(lang, "pages/step1_patchify.py", **{"vx.model": model_id})
+    assert_clean(at)
     assert {"step1.grid", "step1.crop", "step1.pixels", "step1.whatif.grid"} <= set(charts(at))
     assert rf"{h} \times {w} = {h * w}" in at.latex[0].value  # N with the live numbers
     assert any(f"{h * w}" in m.value and f"{P * P * C}" in m.value for m in at.markdown)
@@ -283,21 +212,16 @@ def test_step1_page(lang, model_id):
         np.testing.assert_allclose(heat(at, "step1.pixels", ch), tr.pixels[0, ch, r * P:(r + 1) * P, c * P:(c + 1) * P],
                                    atol=1e-6)
     # what-if: a smaller P gives more patches; the numbers are those of patch_geometry
-    n_label = ui_t("step1.whatif.n", lang)
+    n_label = translate("step1.whatif.n", lang)
     assert metrics(at)[n_label].value == f"{h * w:,}"
     Q = min(patch_size_options((H, W), P))
     at.select_slider(key="vx.step1.whatif").set_value(Q).run()
     alt = patch_geometry((H, W), Q, C, tr.num_prefix_tokens)
     assert metrics(at)[n_label].value == f"{alt.num_patches:,}" and alt.num_patches > h * w
-    assert metrics(at)[ui_t("step1.whatif.att", lang)].value == f"{alt.attention_entries:,}"
+    assert metrics(at)[translate("step1.whatif.att", lang)].value == f"{alt.attention_entries:,}"
     shapes = charts(at)["step1.whatif.grid"]["layout"]["shapes"]
     assert len(shapes) == (H // Q + 1) + (W // Q + 1)  # one line per patch border
-    assert not at.exception
-
-
-def ui_t(key: str, lang: str, **params) -> str:
-    from vit_core.i18n import translate
-    return translate(key, lang, **params)
+    assert_clean(at)
 
 
 @pytest.mark.slow
@@ -305,10 +229,11 @@ def ui_t(key: str, lang: str, **params) -> str:
 def test_step2_page(lang, model_id):
     model, card, tr = live_trace(model_id)
     (h, w), P, C = tr.grid, tr.patch_size, tr.pixels.shape[1]
-    at = open_page("step2_project", lang, model_id)
+    at = open_app(lang, "pages/step2_project.py", **{"vx.model": model_id})
+    assert_clean(at)
     assert {"step2.grid", "step2.flat", "step2.embed", "step2.E", "step2.pca", "step2.pca.curve"} <= set(charts(at))
     # the unfold check: a number below 1e-4, and the same number computed here
-    check = metrics(at)[ui_t("step2.check.metric", lang)]
+    check = metrics(at)[translate("step2.check.metric", lang)]
     proj = model.patch_embed.proj
     ours = (linear_patch_embed(tr.pixels, proj.weight.cpu(), proj.bias.cpu()) - tr.patch_embeddings).abs().max()
     assert float(check.value) < 1e-4 and float(check.value) == pytest.approx(ours.item(), abs=1e-7)
@@ -323,7 +248,7 @@ def test_step2_page(lang, model_id):
     comps, ratio = analysis.embedding_components(proj.weight.detach().cpu(), k=28)
     labels = charts(at)["step2.pca"]["data"][1]["text"]
     assert len(labels) == len(ratio) == min(28, P * P * C, proj.weight.shape[0])
-    assert labels[0] == ui_t("step2.pca.label", lang, i=1, p=float(ratio[0]))
+    assert labels[0] == translate("step2.pca.label", lang, i=1, p=float(ratio[0]))
 
 
 @pytest.mark.slow
@@ -331,12 +256,13 @@ def test_step2_page(lang, model_id):
 def test_step3_page(lang, model_id):
     model, card, tr = live_trace(model_id)
     (h, w), P, prefix = tr.grid, tr.patch_size, tr.num_prefix_tokens
-    at = open_page("step3_position", lang, model_id)
+    at = open_app(lang, "pages/step3_position.py", **{"vx.model": model_id})
+    assert_clean(at)
     assert {"step3.map", "step3.all", "step3.resampled"} <= set(charts(at))
     sim = pos_embed_similarity(tr.pos_embed, tr.grid, prefix)
     # the selected position's map is its row of the similarity table; selecting another patch changes it
     before = heat(at, "step3.map")
-    for r, c in [(h - 1, 0), (h // 2, w // 2)]:
+    for r, c in [(h // 2, w // 2), (h - 1, 0)]:  # the default (the centre), then another patch
         select_patch(at, r, c)
         np.testing.assert_allclose(heat(at, "step3.map"), sim[r, c], atol=1e-5)
     assert not np.allclose(before, heat(at, "step3.map"))
@@ -356,13 +282,13 @@ def test_step3_page(lang, model_id):
     at.select_slider(key="vx.step3.height").set_value(H2)
     at.select_slider(key="vx.step3.width").set_value(W2)
     at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_clean(at)
     new_grid = (H2 // P, W2 // P)
     new = resample_pos_embed(tr.pos_embed, new_grid, tr.grid, prefix)
     cell = corresponding_cell((0, 0), tr.grid, new_grid)
     _, expect = pos_embed_row(new, prefix + cell[0] * new_grid[1] + cell[1], new_grid, prefix)
     np.testing.assert_allclose(heat(at, "step3.resampled"), expect, atol=1e-5)
     m = metrics(at)
-    assert m[ui_t("step3.resample.n", lang)].value == f"{new_grid[0] * new_grid[1]:,}"
-    assert m[ui_t("step3.resample.t", lang)].value == f"{new_grid[0] * new_grid[1] + prefix:,}"
-    assert any(ui_t("step3.resample.cls", lang, prefix=prefix, diff=0.0) == md.value for md in at.markdown)
+    assert m[translate("step3.resample.n", lang)].value == f"{new_grid[0] * new_grid[1]:,}"
+    assert m[translate("step3.resample.t", lang)].value == f"{new_grid[0] * new_grid[1] + prefix:,}"
+    assert any(translate("step3.resample.cls", lang, prefix=prefix, diff=0.0) == md.value for md in at.markdown)

@@ -8,9 +8,7 @@ with a non-square grid and 1000 classes, and a CNN (which these pages must decli
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from apptest import assert_clean, charts, live_trace, open_app, plotly_array, select_patch, texts
 from vit_core import analysis
 from vit_core.i18n import placeholders, translate
 from vit_core.model import ViT, ViTConfig
@@ -146,14 +145,6 @@ def test_every_string_has_both_languages_with_the_same_placeholders(step):
 
 # ----------------------------------------------------------------------------- figures
 
-def decode(v):
-    """A plotly JSON array (a list, or {"dtype", "bdata", "shape"} for numpy data) as a numpy array."""
-    if isinstance(v, dict) and "bdata" in v:
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(s) for s in v["shape"].split(",")]) if "shape" in v else a
-    return np.asarray(v)
-
-
 def fig_data(fig) -> list[dict]:
     return json.loads(fig.to_json())["data"]
 
@@ -165,8 +156,8 @@ def test_map_grid_puts_every_panel_on_one_scale_with_one_colorbar():
     assert len(data) == 3
     assert {(d["zmin"], d["zmax"]) for d in data} == {(0, 0.23)}
     assert [d.get("showscale") for d in data].count(True) == 1
-    assert all(decode(d["z"]).shape == (4, 6) for d in data)  # non-square grids keep their shape
-    np.testing.assert_allclose(decode(data[2]["z"]), maps[2])
+    assert all(plotly_array(d["z"]).shape == (4, 6) for d in data)  # non-square grids keep their shape
+    np.testing.assert_allclose(plotly_array(data[2]["z"]), maps[2])
     assert len(fig.layout.shapes) == 3  # the marked patch in every panel
 
 
@@ -203,7 +194,7 @@ def test_qkv_heatmaps_share_one_scale_and_the_token_axis():
     zmax = max(np.abs(m).max() for m in mats.values())
     assert all(d["zmax"] == pytest.approx(zmax, rel=1e-6) and d["zmin"] == -d["zmax"] for d in data)
     assert [d.get("showscale") for d in data].count(True) == 1
-    np.testing.assert_allclose(decode(data[1]["z"]), mats["K"], rtol=1e-6)
+    np.testing.assert_allclose(plotly_array(data[1]["z"]), mats["K"], rtol=1e-6)
 
 
 def test_key_bars_colour_prefix_keys_and_the_query():
@@ -213,101 +204,30 @@ def test_key_bars_colour_prefix_keys_and_the_query():
 
 # ----------------------------------------------------------------------------- the pages (AppTest)
 
-@pytest.fixture(scope="module")
-def default_model(tmp_path_factory):
-    """The model id to select, or None for the app's default (the embedded Fashion-MNIST ViT).
-
-    Until the embedded weights are committed, a random model with the same config and card stands in.
-    """
-    from vit_core import zoo
-    if zoo.embedded_path(zoo.DEFAULT_MODEL).is_file():
-        return None
-    from vit_core.card import Preprocess, ModelCard
-    from vit_core.data import CLASSES, CLASSES_ZH
-    from vit_core.train import VIT_DEFAULT
-    from vit_core.weights import save_checkpoint
-    torch.manual_seed(0)
-    card = ModelCard(name="fmnist-like", arch="vit", config=VIT_DEFAULT, class_names=list(CLASSES),
-                     class_names_zh=list(CLASSES_ZH),
-                     preprocess=Preprocess(size=VIT_DEFAULT.image_size, resize="fit_pad", crop_pct=1.0,
-                                           interpolation="bilinear", mean=(0.286,), std=(0.353,), channels="L",
-                                           invert="auto"))
-    weights, _ = save_checkpoint(ViT(VIT_DEFAULT), card, tmp_path_factory.mktemp("models") / "fmnist-like")
-    return str(weights)
-
-
-@pytest.fixture(scope="module")
-def deit_model(tmp_path_factory):
-    """A DeiT-like model: distillation token, non-square 4×6 grid, 1000 ImageNet classes."""
-    from vit_core.card import ModelCard, Preprocess
-    from vit_core.weights import imagenet_classes, save_checkpoint
-    torch.manual_seed(1)
-    cfg = ViTConfig.variant("Ti/16", image_size=(64, 96), depth=2, distilled=True)
-    card = ModelCard(name="deit-like", arch="vit", config=cfg, preprocess=Preprocess(size=cfg.image_size),
-                     class_names=list(imagenet_classes()))
-    weights, _ = save_checkpoint(ViT(cfg), card, tmp_path_factory.mktemp("models") / "deit-like")
-    return str(weights)
-
-
-def reference(model_id):
-    """(model, card, trace) for the app's default image, straight from vit_core (no streamlit)."""
-    import ui
-    from vit_core import zoo
-    from vit_core.images import load_image
-    model, card = zoo.load_model(model_id)
-    return model, card, model.trace(card.preprocess(load_image(ui.default_sample().read_bytes())))
-
-
-def open_page(page, lang, model_id=None):
-    from streamlit.testing.v1 import AppTest
-    at = AppTest.from_file("../app.py", default_timeout=180)
-    at.session_state["vx.lang"] = lang
-    if model_id:
-        at.session_state["vx.model"] = model_id
-    at.run()
-    at.switch_page(f"pages/{page}.py")
-    at.run()
-    assert_clean(at)
-    return at
-
-
-def assert_clean(at):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    shown = texts(at) + " ".join(c.proto.spec for c in at.get("plotly_chart"))
-    assert not re.search(r"step[456]\.[a-z]", shown), "an untranslated key is on the page"
-
-
 def chart(at, key) -> list[dict]:
     """The data traces of the plotly chart drawn with `key`."""
-    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith("-" + key)]
-    assert len(found) == 1, f"no chart {key!r}"
-    return json.loads(found[0].proto.spec)["data"]
+    return charts(at)[key]["data"]
 
 
 def z_of(at, key, i=0) -> np.ndarray:
-    return decode(chart(at, key)[i]["z"]).astype(float)
+    return plotly_array(chart(at, key)[i]["z"])
 
 
 def overlay_map(at, key) -> np.ndarray:  # viz.overlay: trace 0 is the picture, trace 1 the per-patch map
-    return decode(chart(at, key)[1]["z"])
-
-
-def texts(at) -> str:
-    return " ".join(str(e.value) for kind in ("markdown", "caption", "info", "success", "subheader", "title")
-                    for e in getattr(at, kind))
+    return plotly_array(chart(at, key)[1]["z"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", LANGS)
-def test_step4_builds_the_sequence_and_follows_cls(lang, default_model):
-    model, _, tr = reference(default_model)
+def test_step4_builds_the_sequence_and_follows_cls(lang, fmnist_model):
+    model, _, tr = live_trace(fmnist_model)
     p, N, L = tr.num_prefix_tokens, tr.grid[0] * tr.grid[1], len(tr.layers)
-    at = open_page("step4_cls", lang, default_model)
+    at = open_app(lang, "pages/step4_cls.py", **{"vx.model": fmnist_model})
+    assert_clean(at)
     assert translate("step4.title", lang) in texts(at)
     assert len(at.get("plotly_chart")) >= 5
     seq = chart(at, "step4.seq")[0]
-    np.testing.assert_allclose(decode(seq["z"]), tr.patch_embeddings[0].numpy(), atol=1e-5)  # ① N×D
+    np.testing.assert_allclose(plotly_array(seq["z"]), tr.patch_embeddings[0].numpy(), atol=1e-5)  # ① N×D
     assert len(seq["y"]) == N
     cls = z_of(at, "step4.cls")
     np.testing.assert_allclose(cls[0], model.cls_token[0, 0].detach().numpy(), atol=1e-6)  # learned x_class
@@ -316,16 +236,15 @@ def test_step4_builds_the_sequence_and_follows_cls(lang, default_model):
     assert len(attn) == L
     maps = analysis.prefix_attention_maps(tr.attentions, tr.grid, p)[:, 0]
     for panel, m in zip(attn, maps):
-        np.testing.assert_allclose(decode(panel["z"]), m.numpy(), atol=1e-6)
-    lines = chart(at, "step4.norm")
-    np.testing.assert_allclose(decode(lines[0]["y"]), tr.tokens.new_tensor([z[0, 0].norm() for z in tr.hidden_states]),
-                               rtol=1e-5)
+        np.testing.assert_allclose(plotly_array(panel["z"]), m.numpy(), atol=1e-6)
+    norms = tr.tokens.new_tensor([z[0, 0].norm() for z in tr.hidden_states])
+    np.testing.assert_allclose(plotly_array(chart(at, "step4.norm")[0]["y"]), norms, rtol=1e-5)
 
     at.button_group(key="step4.stage").set_value(2).run()  # ② prepend CLS
     assert_clean(at)
     seq = chart(at, "step4.seq")[0]
     assert len(seq["y"]) == N + p and seq["y"][0] == translate("step4.token.cls", lang)
-    np.testing.assert_allclose(decode(seq["z"])[0], model.cls_token[0, 0].detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(plotly_array(seq["z"])[0], model.cls_token[0, 0].detach().numpy(), atol=1e-6)
 
     at.button_group(key="step4.stage").set_value(3).run()  # ③ add E_pos: z0
     assert_clean(at)
@@ -335,10 +254,11 @@ def test_step4_builds_the_sequence_and_follows_cls(lang, default_model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", LANGS)
-def test_step5_attention_follows_layer_head_and_query(lang, default_model):
-    _, _, tr = reference(default_model)
+def test_step5_attention_follows_layer_head_and_query(lang, fmnist_model):
+    _, _, tr = live_trace(fmnist_model)
     p, (h, w) = tr.num_prefix_tokens, tr.grid
-    at = open_page("step5_encoder", lang, default_model)
+    at = open_app(lang, "pages/step5_encoder.py", **{"vx.model": fmnist_model})
+    assert_clean(at)
     assert translate("step5.title", lang) in texts(at)
     r, c = at.number_input(key="vx.pick.row").value, at.number_input(key="vx.pick.col").value
     layer, head, query = 0, 0, p + r * w + c  # the defaults: layer 1, head 1, the shared selected patch
@@ -348,15 +268,15 @@ def test_step5_attention_follows_layer_head_and_query(lang, default_model):
         A = tr.attentions[layer][0, head]
         np.testing.assert_allclose(overlay_map(at, "step5.query"), A[query, p:].reshape(h, w).numpy(), atol=1e-6)
         np.testing.assert_allclose(overlay_map(at, "step5.cls"), A[0, p:].reshape(h, w).numpy(), atol=1e-6)
-        weights = decode(chart(at, "step5.weights")[0]["y"])
+        weights = plotly_array(chart(at, "step5.weights")[0]["y"])
         assert weights.sum() == pytest.approx(1.0, abs=1e-5)
         np.testing.assert_allclose(weights, A[query].numpy(), atol=1e-6)  # softmax(qk/√d) == trace.attentions
         heads = chart(at, "step5.heads")
         assert len(heads) == tr.attentions[layer].shape[1]
-        np.testing.assert_allclose(decode(heads[-1]["z"]), tr.attentions[layer][0, -1, query, p:].reshape(h, w).numpy(),
-                                   atol=1e-6)
+        last_head = tr.attentions[layer][0, -1, query, p:].reshape(h, w)
+        np.testing.assert_allclose(plotly_array(heads[-1]["z"]), last_head.numpy(), atol=1e-6)
         qkv = chart(at, "step5.qkv")
-        np.testing.assert_allclose(decode(qkv[2]["z"]), tr.layers[layer].v[0, head].numpy(), atol=1e-5)
+        np.testing.assert_allclose(plotly_array(qkv[2]["z"]), tr.layers[layer].v[0, head].numpy(), atol=1e-5)
         assert "1.000000" in " ".join(s.value for s in at.success)
         return overlay_map(at, "step5.query")
 
@@ -367,9 +287,7 @@ def test_step5_attention_follows_layer_head_and_query(lang, default_model):
     at.slider(key="vx.enc.head").set_value(2).run()
     assert_clean(at)
     after_head = check(1, 1, query)
-    at.number_input(key="vx.pick.row").set_value(h - 1).run()
-    at.number_input(key="vx.pick.col").set_value(w - 1).run()
-    assert_clean(at)
+    select_patch(at, h - 1, w - 1)
     after_query = check(1, 1, p + h * w - 1)
     for a, b in ((before, after_layer), (after_layer, after_head), (after_head, after_query)):
         assert not np.allclose(a, b)  # every control changes the map
@@ -377,18 +295,19 @@ def test_step5_attention_follows_layer_head_and_query(lang, default_model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", LANGS)
-def test_step6_logits_probabilities_and_top_k(lang, default_model):
-    _, card, tr = reference(default_model)
+def test_step6_logits_probabilities_and_top_k(lang, fmnist_model):
+    _, card, tr = live_trace(fmnist_model)
     K = tr.logits.shape[-1]
-    at = open_page("step6_classify", lang, default_model)
+    at = open_app(lang, "pages/step6_classify.py", **{"vx.model": fmnist_model})
+    assert_clean(at)
     assert translate("step6.title", lang) in texts(at)
     names = card.names(lang)
     bars = chart(at, "step6.logits")[0]
     assert len(bars["y"]) == K == 10  # ten classes: all of them
     order = tr.logits[0].argsort(descending=True)
     assert bars["y"] == [names[i] for i in order]
-    np.testing.assert_allclose(decode(bars["x"]), tr.logits[0, order].numpy(), atol=1e-5)
-    probs = decode(chart(at, "step6.probs")[0]["x"])
+    np.testing.assert_allclose(plotly_array(bars["x"]), tr.logits[0, order].numpy(), atol=1e-5)
+    probs = plotly_array(chart(at, "step6.probs")[0]["x"])
     np.testing.assert_allclose(probs, tr.probs[0, order].numpy(), atol=1e-6)
     np.testing.assert_allclose(z_of(at, "step6.y")[0], tr.final[0, 0].numpy(), atol=1e-5)
     assert "0.0e+00" in at.success[0].value or "e-0" in at.success[0].value
@@ -400,16 +319,17 @@ def test_step6_logits_probabilities_and_top_k(lang, default_model):
 
 @pytest.mark.slow
 def test_deit_with_a_non_square_grid_and_1000_classes(deit_model):
-    _, card, tr = reference(deit_model)
+    _, card, tr = live_trace(deit_model)
     p, (h, w) = tr.num_prefix_tokens, tr.grid
     assert (p, h, w) == (2, 4, 6)
 
-    at = open_page("step4_cls", "en", deit_model)
+    at = open_app("en", "pages/step4_cls.py", **{"vx.model": deit_model})
+    assert_clean(at)
     assert translate("step4.deit", "en") in texts(at)
     at.button_group(key="step4.stage").set_value(2).run()
     seq = chart(at, "step4.seq")[0]
     assert seq["y"][:2] == ["CLS", "DIST"] and len(seq["y"]) == p + h * w
-    np.testing.assert_allclose(decode(seq["z"])[:2], tr.prefix_tokens[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(plotly_array(seq["z"])[:2], tr.prefix_tokens[0].numpy(), atol=1e-6)
 
     at.switch_page("pages/step5_encoder.py").run()
     assert_clean(at)
@@ -423,9 +343,9 @@ def test_deit_with_a_non_square_grid_and_1000_classes(deit_model):
     deit = chart(at, "step6.deit")
     assert len(deit) == 3  # CLS head, distillation head, their mean
     top = tr.probs[0].topk(5).indices
-    np.testing.assert_allclose(decode(deit[0]["x"]), tr.head_logits[0][0, top].numpy(), atol=1e-5)
-    np.testing.assert_allclose(decode(deit[1]["x"]), tr.head_logits[1][0, top].numpy(), atol=1e-5)
-    np.testing.assert_allclose(decode(deit[2]["x"]), tr.logits[0, top].numpy(), atol=1e-5)
+    np.testing.assert_allclose(plotly_array(deit[0]["x"]), tr.head_logits[0][0, top].numpy(), atol=1e-5)
+    np.testing.assert_allclose(plotly_array(deit[1]["x"]), tr.head_logits[1][0, top].numpy(), atol=1e-5)
+    np.testing.assert_allclose(plotly_array(deit[2]["x"]), tr.logits[0, top].numpy(), atol=1e-5)
     at.slider(key="step6.topk").set_value(12).run()
     assert_clean(at)
     assert len(chart(at, "step6.logits")[0]["y"]) == 12
@@ -440,6 +360,7 @@ def test_a_cnn_gets_a_message_not_a_traceback(tmp_path):
                      preprocess=Preprocess(size=(28, 28), resize="fit_pad", mean=(0.5,), std=(0.5,), channels="L"))
     weights, _ = save_checkpoint(build_cnn(DEFAULT_CONFIG), card, tmp_path / "cnn")
     for i, page in enumerate(("step4_cls", "step5_encoder", "step6_classify")):
-        at = open_page(page, "zh", str(weights))
+        at = open_app("zh", f"pages/{page}.py", **{"vx.model": str(weights)})
+        assert_clean(at)
         assert [e.value for e in at.info] == [translate(f"step{4 + i}.not_vit", "zh")]
         assert not at.get("plotly_chart")

@@ -47,18 +47,19 @@ def hf_dir(request, tmp_path):
     return hf, tmp_path / "hf", request.param
 
 
-def pixels(hf, seed=1):
+def hf_pass(hf, seed=1):
+    """Two random images at the model's size, and transformers' own pass over them: the oracle."""
     H, W = hf.config.image_size if isinstance(hf.config.image_size, (list, tuple)) else [hf.config.image_size] * 2
-    return torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return x, hf(x, output_attentions=True)
 
 
 def test_transformers_directory(hf_dir):
     hf, path, _ = hf_dir
     model, card = load_checkpoint(path)
     assert card.layout == "transformers" and card.config.num_heads == 4 and card.config.layer_norm_eps == 1e-6
-    x = pixels(hf)
-    with torch.no_grad():
-        expected = hf(x, output_attentions=True)
+    x, expected = hf_pass(hf)
     assert_same_pass(model.trace(x), expected)
 
 
@@ -74,9 +75,7 @@ def test_every_layout_holds_the_same_model(hf_dir, tmp_path, layout, filename):
         hints["image_size"] = image_size
     again, card2 = load_checkpoint(exported, **hints)
     assert card2.layout == layout and again.cfg == model.cfg
-    x = pixels(hf)
-    with torch.no_grad():
-        expected = hf(x, output_attentions=True)
+    x, expected = hf_pass(hf)
     assert_same_pass(again.trace(x), expected)
 
 
@@ -87,9 +86,9 @@ def test_transformers_reads_our_transformers_export(tmp_path):
     model, card = load_checkpoint(tmp_path / "hf")
     export_checkpoint(model, card, tmp_path / "out", "transformers")
     hf2 = ViTForImageClassification.from_pretrained(tmp_path / "out", attn_implementation="eager").eval()
-    x = pixels(hf)
+    x, expected = hf_pass(hf)
     with torch.no_grad():
-        assert_same_pass(hf2(x, output_attentions=True), hf(x, output_attentions=True))
+        assert_same_pass(hf2(x, output_attentions=True), expected)
 
 
 def test_deit_distilled(tmp_path):
@@ -98,9 +97,7 @@ def test_deit_distilled(tmp_path):
     hf.save_pretrained(tmp_path / "deit")
     model, card = load_checkpoint(tmp_path / "deit")
     assert card.config.distilled and card.config.num_prefix_tokens == 2
-    x = pixels(hf)
-    with torch.no_grad():
-        expected = hf(x, output_attentions=True)
+    x, expected = hf_pass(hf)
     ours = model.trace(x)
     assert_same_pass(ours, expected)  # logits: the mean of the two heads, as DeiT does at inference
     torch.testing.assert_close(ours.head_logits[0], expected.cls_logits, atol=1e-4, rtol=0)

@@ -50,6 +50,13 @@ def _pixel_axes(fig: go.Figure, H: int, W: int) -> None:
                      scaleanchor="x", constrain="domain")
 
 
+def _picture(img: np.ndarray) -> go.Figure:
+    """A figure of the picture on its own pixel axes: pixel (i, j) centred at x = j, y = i, y pointing down."""
+    fig = go.Figure(_image_trace(img))
+    _pixel_axes(fig, *np.asarray(img).shape[:2])
+    return fig
+
+
 def _grid_lines(fig: go.Figure, grid: tuple[int, int], patch: int, color: str = "rgba(255,255,255,0.75)") -> None:
     h, w = grid
     for r in range(h + 1):
@@ -80,14 +87,12 @@ def image_grid(img: np.ndarray, grid: tuple[int, int] | None = None, patch: int 
                selected: tuple[int, int] | None = None, hover: str = "(%{customdata[0]}, %{customdata[1]})",
                title: str | None = None, height: int | None = None) -> go.Figure:
     """The picture in model pixels, with the P×P grid, the selected patch, and clickable patch centres."""
-    H, W = np.asarray(img).shape[:2]
-    fig = go.Figure(_image_trace(img))
+    fig = _picture(img)
     if grid:
         _grid_lines(fig, grid, patch)
         fig.add_trace(_patch_centres(grid, patch, hover))
         if selected is not None:
             _mark_patch(fig, selected, patch)
-    _pixel_axes(fig, H, W)
     return style(fig, title=title, height=height)
 
 
@@ -96,9 +101,8 @@ def overlay(img: np.ndarray, values: np.ndarray, patch: int, *, colorbar_title: 
             selected: tuple[int, int] | None = None, hover: str = "%{z:.3f}", height: int | None = None,
             clickable: bool = False) -> go.Figure:
     """A per-patch map (h, w) drawn over the picture, each value covering its P×P patch."""
-    H, W = np.asarray(img).shape[:2]
     values = np.asarray(values, dtype=float)
-    fig = go.Figure(_image_trace(img))
+    fig = _picture(img)
     fig.add_trace(go.Heatmap(z=values, x0=(patch - 1) / 2, dx=patch, y0=(patch - 1) / 2, dy=patch,
                              colorscale=SEQUENTIAL, zmin=zmin, zmax=zmax, opacity=opacity,
                              colorbar=colorbar(colorbar_title), hovertemplate=hover + "<extra></extra>"))
@@ -106,7 +110,6 @@ def overlay(img: np.ndarray, values: np.ndarray, patch: int, *, colorbar_title: 
         fig.add_trace(_patch_centres(values.shape, patch, hover="(%{customdata[0]}, %{customdata[1]})"))
     if selected is not None:
         _mark_patch(fig, selected, patch)
-    _pixel_axes(fig, H, W)
     return style(fig, title=title, height=height)
 
 

@@ -19,6 +19,13 @@ def _box(fig: go.Figure, ys: tuple[float, float], xs: tuple[float, float], *, co
                   line=dict(color=color, width=width, dash=dash))
 
 
+def _ring(fig: go.Figure, ys, k: int | None, *, size: int) -> None:
+    """A hollow ring around point k of a by-layer curve (layer k + 1): the selected layer; none when k is None."""
+    if k is not None:
+        fig.add_trace(go.Scatter(x=[k + 1], y=[ys[k]], mode="markers", showlegend=False, hoverinfo="skip",
+                                 marker=dict(size=size, color="rgba(0,0,0,0)", line=dict(color=HIGHLIGHT, width=3))))
+
+
 def rf_on_image(img: np.ndarray, span_y: tuple[float, float, float], span_x: tuple[float, float, float], *,
                 title: str, hover: str, patch_box: tuple[tuple[float, float], tuple[float, float]] | None = None,
                 height: int = 360) -> go.Figure:
@@ -48,10 +55,7 @@ def rf_by_depth(curves: dict[str, tuple[list[str], list[int]]], *, references: d
         fig.add_trace(go.Scatter(x=x, y=rfs, name=name, mode="lines+markers", customdata=layers,
                                  line=dict(color=color), marker=dict(size=5),
                                  hovertemplate=name + " · %{customdata}: %{y} px<extra></extra>"))
-        k = selected.get(name)
-        if k is not None:
-            fig.add_trace(go.Scatter(x=[k + 1], y=[rfs[k]], mode="markers", showlegend=False, hoverinfo="skip",
-                                     marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color=HIGHLIGHT, width=3))))
+        _ring(fig, rfs, selected.get(name), size=16)
     longest = max(len(rfs) for _, rfs in curves.values())
     for j, (label, value) in enumerate(references.items()):  # traces, not add_hline: shapes on a log axis want log10(y)
         fig.add_trace(go.Scatter(x=[1, longest], y=[value, value], mode="lines+text", name=label,
@@ -119,10 +123,7 @@ def erf_by_depth(series: dict[str, np.ndarray], *, selected: dict[str, int], tit
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=x, y=ys, name=name, mode="lines+markers", line=dict(color=color, width=3),
                                  hovertemplate=name + " · %{x}: %{y:.1f}%<extra></extra>"))
-        k = selected.get(name)
-        if k is not None:
-            fig.add_trace(go.Scatter(x=[k + 1], y=[ys[k]], mode="markers", showlegend=False, hoverinfo="skip",
-                                     marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color=HIGHLIGHT, width=3))))
+        _ring(fig, ys, selected.get(name), size=18)
     fig.update_xaxes(title=x_title, tickmode="linear", dtick=1)
     fig.update_yaxes(title=y_title, range=[0, 105], ticksuffix="%")
     return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.25))

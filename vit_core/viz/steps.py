@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vit_core.viz.common import (DIVERGING, HIGHLIGHT, SEQUENTIAL, _image_trace, _pixel_axes, colorbar, heatmap,
+from vit_core.viz.common import (DIVERGING, HIGHLIGHT, SEQUENTIAL, _picture, _pixel_axes, colorbar, heatmap,
                                  style)
 
 
@@ -103,8 +103,7 @@ def components_mosaic(components: np.ndarray, labels: list[str], *, cols: int, c
         lo = comps.min(axis=(1, 2, 3), keepdims=True)
         hi = comps.max(axis=(1, 2, 3), keepdims=True)
         tiles = ((comps - lo) / np.maximum(hi - lo, 1e-12)).transpose(0, 2, 3, 1)  # (k, P, P, 3) in [0, 1]
-        fig = go.Figure(_image_trace(mosaic(tiles, cols, gap=gap, fill=1.0)))
-        _pixel_axes(fig, *mosaic(tiles[:, :, :, 0], cols, gap=gap).shape)
+        fig = _picture(mosaic(tiles, cols, gap=gap, fill=1.0))
     else:
         tiles = comps.mean(1) / np.maximum(np.abs(comps).max(axis=(1, 2, 3))[:, None, None], 1e-12)  # (k, P, P)
         grid = mosaic(tiles, cols, gap=gap)
