@@ -226,33 +226,37 @@ def show_tensor(label: str, tensor: torch.Tensor, *, max_rows: int = 64, max_col
         st.dataframe(cut.numpy(), width="stretch", height=min(400, 38 + 35 * cut.shape[0]))
 
 
-def patch_picker(tr: ViTTrace, *, key: str = "pick") -> tuple[int, int]:
-    """Row / column inputs for the selected patch: keyboard operable, shared across pages."""
+def patch_picker(tr: ViTTrace) -> tuple[int, int]:
+    """Row / column inputs for the selected patch: keyboard operable, shared across pages.
+
+    "vx.patch" is the one source of truth: the inputs are set from it before they are drawn, and write
+    back to it in their callbacks (as a click on a chart does), so typing, clicking and switching pages
+    or models (a smaller grid clamps it) all agree.
+    """
     h, w = tr.grid
-    r, c = patch_index(tr)
+    st.session_state["vx.pick.row"], st.session_state["vx.pick.col"] = patch_index(tr)
     cols = st.columns(2)
-    r = cols[0].number_input(t("app.patch.row", h=h - 1), 0, h - 1, r, key=f"vx.{key}.row")
-    c = cols[1].number_input(t("app.patch.col", w=w - 1), 0, w - 1, c, key=f"vx.{key}.col")
-    st.session_state["vx.patch"] = (int(r), int(c))
-    return int(r), int(c)
+    cols[0].number_input(t("app.patch.row", h=h - 1), 0, h - 1, key="vx.pick.row", on_change=_typed_patch)
+    cols[1].number_input(t("app.patch.col", w=w - 1), 0, w - 1, key="vx.pick.col", on_change=_typed_patch)
+    return patch_index(tr)
+
+
+def _typed_patch():
+    st.session_state["vx.patch"] = (int(st.session_state["vx.pick.row"]), int(st.session_state["vx.pick.col"]))
 
 
 def clickable_chart(fig, *, key: str, grid: tuple[int, int]) -> None:
     """Draw a figure whose patch-centre markers select a patch when clicked."""
-    event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points",
-                            config={"displayModeBar": False})
-    points = (event or {}).get("selection", {}).get("points", [])
-    seen = st.session_state.get(f"{key}.seen")
-    if points and points != seen:
-        st.session_state[f"{key}.seen"] = points
-        cd = points[0].get("customdata")
+
+    def on_click():  # a callback runs before the next script run, so it may set the inputs' values
+        points = st.session_state[key]["selection"]["points"]
+        cd = points[0].get("customdata") if points else None
         if isinstance(cd, dict):  # the browser sends a list as {"0": r, "1": c}
             cd = [cd[k] for k in sorted(cd, key=int)]
         if cd is not None and len(cd) >= 2 and 0 <= int(cd[0]) < grid[0] and 0 <= int(cd[1]) < grid[1]:
             st.session_state["vx.patch"] = (int(cd[0]), int(cd[1]))
-            for k in ("row", "col"):  # the number inputs follow the click
-                st.session_state.pop(f"vx.pick.{k}", None)
-            st.rerun()
+
+    st.plotly_chart(fig, key=key, on_select=on_click, selection_mode="points", config={"displayModeBar": False})
 
 
 def layer_head_picker(depth: int, heads: int, *, key: str = "lh", with_head: bool = True) -> tuple[int, int]:

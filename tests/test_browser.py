@@ -19,9 +19,13 @@ from vit_core.i18n import translate
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-PAGES = [("home", "home"), ("step1_patchify", "step1"), ("step2_project", "step2"), ("step3_position", "step3"),
-         ("step4_cls", "step4"), ("step5_encoder", "step5"), ("step6_classify", "step6"), ("rollout_lab", "rollout"),
-         ("cnn_vs_vit", "cnn")]
+PAGES = [  # (url path, translation area of the page, its navigation label)
+    ("home", "home", "app.nav.home"), ("step1_patchify", "step1", "app.nav.step1"),
+    ("step2_project", "step2", "app.nav.step2"), ("step3_position", "step3", "app.nav.step3"),
+    ("step4_cls", "step4", "app.nav.step4"), ("step5_encoder", "step5", "app.nav.step5"),
+    ("step6_classify", "step6", "app.nav.step6"), ("rollout_lab", "rollout", "app.nav.rollout"),
+    ("cnn_vs_vit", "cnn", "app.nav.cnn"),
+]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PHOTO = ROOT / "assets" / "samples" / "photo_chelsea.jpg"
@@ -101,8 +105,8 @@ def test_upload_then_visit_every_page(server, browser, lang):
     sidebar.get_by_text(PHOTO.name).last.wait_for(timeout=60_000)  # the caption under the picture in use
     wait_for_page(page, translate("home.title", lang))
 
-    for url, area in PAGES:
-        sidebar.locator(f'[data-testid="stSidebarNav"] a[href$="/{url}"]').click()
+    for url, area, nav in PAGES:
+        sidebar.locator('[data-testid="stSidebarNav"]').get_by_text(translate(nav, lang), exact=True).click()
         wait_for_page(page, translate(f"{area}.title", lang))
         assert_no_failure(page, f"{url} ({lang})")
         assert page.locator('[data-testid="stMain"] .js-plotly-plot').count() >= 1
@@ -124,4 +128,36 @@ def test_a_broken_upload_is_a_translated_message(server, browser):
     assert "图片" in alert.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(ARTIFACTS / "zh_broken_upload.png"))
+    page.close()
+
+
+CLICK_POINT = """([r, c]) => {
+  // the screen position of the patch-centre marker (r, c) of the first clickable image chart;
+  // the markers are laid out row by row (viz.common._patch_centres)
+  const gd = [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')]
+    .find(g => g._fullData.some(d => d.type === 'scatter' && d.customdata));
+  const trace = gd._fullData.find(d => d.type === 'scatter' && d.customdata);
+  const w = new Set(Array.from(trace.x)).size, i = r * w + c;
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+  return [box.left + xa._offset + xa.l2p(trace.x[i]), box.top + ya._offset + ya.l2p(trace.y[i])];
+}"""
+
+
+def test_clicking_a_patch_selects_it_on_every_page(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(f"{server}/step1_patchify?lang=en")
+    wait_for_page(page, translate("step1.title", "en"))
+    rows = page.locator('[data-testid="stMain"] [data-testid="stNumberInput"] input')
+    assert (rows.nth(0).input_value(), rows.nth(1).input_value()) == ("3", "3")  # the centre of 7×7
+    x, y = page.evaluate(CLICK_POINT, [1, 5])
+    page.mouse.click(x, y)
+    page.wait_for_function("""() => { const i = document.querySelectorAll(
+        '[data-testid="stMain"] [data-testid="stNumberInput"] input'); return i[0].value === '1' && i[1].value === '5'; }""",
+                           timeout=60_000)
+    assert_no_failure(page, "step1 after a click")
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(translate("app.nav.step5", "en"), exact=True).click()
+    wait_for_page(page, translate("step5.title", "en"))
+    rows = page.locator('[data-testid="stMain"] [data-testid="stNumberInput"] input')
+    assert (rows.nth(0).input_value(), rows.nth(1).input_value()) == ("1", "5"), "the selection follows to step 5"
+    page.screenshot(path=str(ARTIFACTS / "en_step5_after_click.png"))
     page.close()
