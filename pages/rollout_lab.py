@@ -144,8 +144,9 @@ def request_check():
 st.button(t("rollout.faith.run", runs=2 * (steps + 1) * (1 + orders)), type="primary", key="rollout.run",
           on_click=request_check)
 if st.session_state.pop("rollout.pending", False):
-    def predict(batch):
-        return lv.model(batch.to(lv.model.device)).softmax(-1)
+    def predict(batch):  # (n, C, H, W) -> class probabilities on the CPU, wherever the model runs
+        with torch.inference_mode():
+            return lv.model(batch.to(lv.model.device)).softmax(-1).cpu()
 
     try:
         with st.spinner(t("rollout.faith.spinner")):
