@@ -97,10 +97,11 @@ def test_model_reaches_its_recorded_accuracy_on_the_full_test_set(arch, test_set
 
 
 @needs_data
-def test_a_dark_on_white_photo_becomes_the_training_image_again(test_set):
+@pytest.mark.parametrize("arch", ["vit", "cnn"])
+def test_a_dark_on_white_photo_becomes_the_training_image_again(arch, test_set):
     # A user's photo: dark object on white, RGB, 300×300. The card's policy (grayscale, invert a bright
     # border, fit into 28×28) should give back nearly the training image and the same predictions.
-    card, model = load("vit")
+    card, model = load(arch)
     images, labels = test_set[0][:100], test_set[1][:100]
     photos = torch.cat([card.preprocess(as_photo(img.numpy())) for img in images])  # (100, 1, 28, 28)
     original = (images.float() / 255 - card.preprocess.mean[0]) / card.preprocess.std[0]
