@@ -276,6 +276,14 @@ def plot(fig, **kwargs) -> None:
 
 # --- steps 4-6 pages (CLS token, encoder, classify)
 
+def page(step: str, *, vit_only: bool = False) -> Live:
+    """A live page's opening: its header, (for token-level steps) the ViT check, then the live tensors."""
+    page_header(step)
+    if vit_only:
+        require_vit(step)
+    return live()
+
+
 def require_vit(step: str) -> None:
     """These steps read a ViT's tokens: with another kind of model selected, say so and stop the page."""
     if current_model()[1].arch != "vit":

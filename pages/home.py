@@ -6,8 +6,7 @@ import ui
 from vit_core import analysis, viz
 
 t = ui.t
-ui.page_header("home")
-lv = ui.live()
+lv = ui.page("home")
 tr = lv.trace
 s = tr.shapes
 PPC = s.P * s.P * s.C  # the numbers in one flattened patch

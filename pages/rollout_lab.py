@@ -14,9 +14,7 @@ from vit_core.viz import rollout as vz
 
 t = ui.t
 MARGIN = 0.01  # how much lower (deletion) or higher (insertion) an AUC must be than random to count
-ui.page_header("rollout")
-ui.require_vit("rollout")
-lv = ui.live()
+lv = ui.page("rollout", vit_only=True)
 tr = lv.trace
 s = tr.shapes
 p, h, w, P, N, T, L, H = s.prefix, s.h, s.w, s.P, s.N, s.T, s.L, s.heads

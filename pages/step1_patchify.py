@@ -7,8 +7,7 @@ from vit_core import analysis, viz
 from vit_core.viz import steps as vz
 
 t = ui.t
-ui.page_header("step1")
-lv = ui.live()
+lv = ui.page("step1")
 tr = lv.trace
 s = tr.shapes
 P, C = s.P, s.C

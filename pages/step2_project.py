@@ -9,8 +9,7 @@ from vit_core import analysis, viz
 from vit_core.viz import steps as vz
 
 t = ui.t
-ui.page_header("step2")
-lv = ui.live()
+lv = ui.page("step2")
 tr = lv.trace
 s = tr.shapes
 P, N, D, PPC = s.P, s.N, s.D, s.P * s.P * s.C

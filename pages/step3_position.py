@@ -8,8 +8,7 @@ from vit_core.model import resample_pos_embed
 from vit_core.viz import steps as vz
 
 t = ui.t
-ui.page_header("step3")
-lv = ui.live()
+lv = ui.page("step3")
 tr = lv.trace
 s = tr.shapes
 P, h, w, prefix, T, D = s.P, s.h, s.w, s.prefix, s.T, s.D

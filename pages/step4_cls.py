@@ -9,9 +9,7 @@ from vit_core import analysis, viz
 from vit_core.viz import encoder as vz
 
 t = ui.t
-ui.page_header("step4")
-ui.require_vit("step4")
-lv = ui.live()
+lv = ui.page("step4", vit_only=True)
 tr = lv.trace
 s = tr.shapes
 p, N, T, D, L = s.prefix, s.N, s.T, s.D, s.L

@@ -9,9 +9,7 @@ from vit_core import analysis, viz
 from vit_core.viz import encoder as vz
 
 t = ui.t
-ui.page_header("step5")
-ui.require_vit("step5")
-lv = ui.live()
+lv = ui.page("step5", vit_only=True)
 tr = lv.trace
 s = tr.shapes
 p, h, w, P, T, D, L, H = s.prefix, s.h, s.w, s.P, s.T, s.D, s.L, s.heads

@@ -8,9 +8,7 @@ from vit_core import analysis, viz
 from vit_core.viz import encoder as vz
 
 t = ui.t
-ui.page_header("step6")
-ui.require_vit("step6")
-lv = ui.live()
+lv = ui.page("step6", vit_only=True)
 tr, m = lv.trace, lv.model
 if not isinstance(m.head, torch.nn.Linear):  # num_classes = 0: a feature extractor has nothing to classify
     st.info(t("step6.no_head"))
