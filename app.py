@@ -48,8 +48,9 @@ def model_picker():
     if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
         entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)
 
-    labels = {i: t("app.model.hub_label", title=e.title, mb=e.size_mb) if e.kind == "hub" and not e.cached
-              else t(f"app.model.kind.{e.kind}", title=e.title) for i, e in entries.items()}
+    titles = {i: t(f"app.model.title.{i}") if e.kind == "embedded" else e.title for i, e in entries.items()}
+    labels = {i: t("app.model.hub_label", title=titles[i], mb=e.size_mb) if e.kind == "hub" and not e.cached
+              else t(f"app.model.kind.{e.kind}", title=titles[i]) for i, e in entries.items()}
     # format_func is a lookup made in this run (not a function of session state read later)
     choice = st.selectbox(t("app.model.label"), list(entries), index=list(entries).index(active),
                           format_func=labels.get, key="vx.model_choice")
@@ -60,8 +61,11 @@ def model_picker():
         st.info(t("app.model.needs_download", title=entry.title, mb=entry.size_mb))
         if st.button(t("app.model.download"), key="vx.download", type="primary"):
             download(entry)
-    card = ui.current_model()[1]
-    st.caption(t("app.model.caption", title=card.title or card.name, device=zoo.device_name()))
+    current, card = st.session_state["vx.model"], ui.current_model()[1]  # the new one if the switch worked
+    c = card.config
+    details = t("app.model.vit_shape", P=c.patch_size, h=c.grid[0], w=c.grid[1], D=c.embed_dim, L=c.depth, H=c.num_heads)
+    title = titles[current] if entries[current].kind == "embedded" else card.title or card.name
+    st.caption(t("app.model.caption", title=title, details=details, device=zoo.device_name()))
 
 
 def download(entry):

@@ -41,12 +41,18 @@ def test_every_key_the_app_uses_exists():
     assert len(used) > 50
     for name, key, is_f in used:
         if is_f and "{" in key:
-            pattern = re.compile("^" + re.sub(r"\\\{[^}]*\\\}", r"[a-z0-9_.]+", re.escape(key)) + "$")
+            pattern = re.compile("^" + re.sub(r"\\\{[^}]*\\\}", r"[a-z0-9_.-]+", re.escape(key)) + "$")
             assert any(pattern.match(k) for k in keys), f"{name}: no key matches {key}"
         elif key.endswith("."):  # t("area.verdict." + outcome): some key must complete it
             assert any(k.startswith(key) for k in keys), f"{name}: no key starts with {key}"
         else:
             assert key in keys, f"{name}: {key} is not in assets/i18n"
+
+
+def test_every_embedded_model_has_a_translated_title():
+    from vit_core import zoo
+
+    assert all(f"app.model.title.{name}" in table() for name in zoo.EMBEDDED)
 
 
 def test_every_error_the_engine_raises_has_a_message():
