@@ -63,7 +63,10 @@ def model_picker():
             download(entry)
     current, card = st.session_state["vx.model"], ui.current_model()[1]  # the new one if the switch worked
     c = card.config
-    details = t("app.model.vit_shape", P=c.patch_size, h=c.grid[0], w=c.grid[1], D=c.embed_dim, L=c.depth, H=c.num_heads)
+    details = (t("app.model.vit_shape", P=c.patch_size, h=c.grid[0], w=c.grid[1], D=c.embed_dim, L=c.depth,
+                 H=c.num_heads) if card.arch == "vit" else
+               t("app.model.cnn_shape", stages=len(c["widths"]), convs=c["convs_per_stage"],
+                 widths="/".join(map(str, c["widths"]))))
     title = titles[current] if entries[current].kind == "embedded" else card.title or card.name
     st.caption(t("app.model.caption", title=title, details=details, device=zoo.device_name()))
 
