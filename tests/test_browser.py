@@ -81,8 +81,8 @@ def browser():
 def wait_for_page(page, title: str):
     page.wait_for_selector(f'[data-testid="stMain"] h1:has-text("{title}")', timeout=180_000)
     page.wait_for_selector('[data-testid="stMain"] .js-plotly-plot', timeout=180_000)
-    # the run is over when Streamlit's "running" indicator is gone
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"] button')", timeout=180_000)
+    # the run is over when the app root says so (the status widget's button can be gone before the end)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=180_000)
     time.sleep(1.0)  # let plotly finish drawing before the screenshot
 
 
