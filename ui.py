@@ -23,6 +23,7 @@ from vit_core.model import ViTTrace
 
 ROOT = Path(__file__).resolve().parent
 SAMPLES = ROOT / "assets" / "samples"
+zoo.keep_freed_memory()  # once per process: traces reuse warm heap pages (see zoo)
 UPLOAD_MB = 20  # Streamlit's own cap on the widget; vit_core.images caps again before decoding
 DEFAULTS = {
     "vx.lang": None,  # set from ?lang= or the browser's locale on first run

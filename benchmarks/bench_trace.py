@@ -15,14 +15,14 @@ the flat patches, and keeps every per-layer tensor (q, k, v, attention, attn_out
 transformers keeps only the attention maps. What trace() keeps is handed back to the kernel when
 the trace is dropped and faulted in fresh (zeroed) on the next call: that, not the maths, is where
 the small models lose time. --explain times patched copies (no flat patches; q/k/v not kept) and
-counts page faults; --mallopt keeps freed memory in the heap, which removes the faults.
+counts page faults; --mallopt keeps freed memory in the heap, which removes the faults (the app
+does this once per process: vit_core.zoo.keep_freed_memory).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import resource
 import statistics
 import sys
@@ -38,6 +38,7 @@ from vit_core import ViT, ViTConfig  # noqa: E402
 from vit_core.model import Attention  # noqa: E402
 from vit_core.card import ModelCard, Preprocess  # noqa: E402
 from vit_core.weights import export_checkpoint  # noqa: E402
+from vit_core.zoo import keep_freed_memory  # noqa: E402
 
 
 def pair(variant: str, device: torch.device):
@@ -59,17 +60,6 @@ class AttentionKeepingNoQKV(Attention):
     def forward(self, x):
         out, _, _, _, attn = super().forward(x)
         return out, None, None, None, attn
-
-
-def keep_freed_memory() -> bool:
-    """glibc only: keep freed blocks in the heap for reuse instead of handing them back to the kernel
-    (M_MMAP_THRESHOLD 256 MB, M_TRIM_THRESHOLD 512 MB). The next call then finds warm pages instead
-    of faulting in fresh zeroed ones for every tensor the trace keeps."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(-3, 256 << 20) and libc.mallopt(-1, 512 << 20))
 
 
 def clock(fn, device, now=time.perf_counter) -> tuple[float, int]:

@@ -95,3 +95,9 @@ def test_embedded_models_load(name):
     shape = (1, c.preprocess.channels == "RGB" and 3 or 1, *c.preprocess.size)
     with torch.no_grad():
         assert model(torch.zeros(shape, device=zoo.device())).shape == (1, len(c.class_names))
+
+
+def test_the_allocator_tweak_applies_exactly_on_glibc():
+    import platform
+
+    assert zoo.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

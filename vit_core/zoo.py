@@ -12,6 +12,7 @@ trains, and trace_with_grad() differentiates with respect to the input, not the 
 
 from __future__ import annotations
 
+import ctypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,18 @@ class ModelEntry:
     cached: bool  # loads now without network: embedded file present, hub model in the cache, local file
     size_mb: float | None = None  # hub: about how much a download is
     source: str = ""  # file path or hub URL
+
+
+def keep_freed_memory() -> bool:
+    """glibc only: keep freed blocks in the heap for reuse instead of handing them back to the kernel
+    (M_MMAP_THRESHOLD 256 MB, M_TRIM_THRESHOLD 512 MB). The next call then finds warm pages instead
+    of faulting in fresh zeroed ones for every tensor the trace keeps. The app calls it once per
+    process: benchmarks/bench_trace.py measured B/16 trace / transformers 1.09 without, 0.99 with."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): the default allocator it is
+        return False
+    return bool(mallopt(-3, 256 << 20) and mallopt(-1, 512 << 20))
 
 
 def device() -> torch.device:
