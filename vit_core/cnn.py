@@ -49,7 +49,6 @@ class ConvBNReLU(nn.Sequential):
 class SmallCNN(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
-        self.config = dict(config)
         widths, n = config["widths"], config["convs_per_stage"]
         stages, cin = [], config["in_chans"]
         for w in widths:

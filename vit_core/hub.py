@@ -160,12 +160,7 @@ def check_online(repo: str = CATALOGUE[0].repo, timeout: float = PROBE_TIMEOUT_S
 
 def cached_path(entry: HubModel, cache_dir: str | Path | None = None) -> Path | None:
     """The snapshot directory when the config and a weights file are cached, else None. No network."""
-    from huggingface_hub import try_to_load_from_cache
-    found = {}
-    for name in ("config.json", *entry.weights):
-        path = try_to_load_from_cache(entry.repo, name, cache_dir=cache_root(cache_dir), revision=entry.revision)
-        if isinstance(path, str):
-            found[name] = Path(path)
+    found = {name: path for name in ("config.json", *entry.weights) if (path := _cached_file(entry, name, cache_dir))}
     if "config.json" in found and any(w in found for w in entry.weights):
         return found["config.json"].parent
     return None
@@ -208,6 +203,13 @@ def _progress_bar(callback, total: int, done: int):
     return FileProgress
 
 
+def _cached_file(entry: HubModel, name: str, cache_dir: str | Path | None) -> Path | None:
+    """The cached copy of one file of the entry's revision, or None. No network."""
+    from huggingface_hub import try_to_load_from_cache
+    path = try_to_load_from_cache(entry.repo, name, cache_dir=cache_root(cache_dir), revision=entry.revision)
+    return Path(path) if isinstance(path, str) else None
+
+
 def download(entry: HubModel | str, progress=None, cache_dir: str | Path | None = None) -> Path:
     """Fetch the entry's files into the HF cache and return the snapshot directory.
 
@@ -216,7 +218,7 @@ def download(entry: HubModel | str, progress=None, cache_dir: str | Path | None 
     script's thread). The total is known before the first byte, from one paths-info request."""
     entry = get(entry) if isinstance(entry, str) else entry
     check_online(entry.repo)
-    from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import HfApi, hf_hub_download
     cache = cache_root(cache_dir)
     try:
         infos = HfApi(endpoint=endpoint()).get_paths_info(entry.repo, [*entry.files, *entry.weights],
@@ -229,8 +231,7 @@ def download(entry: HubModel | str, progress=None, cache_dir: str | Path | None 
         raise HubError("hub.no_weights", f"{entry.repo} has none of {', '.join(entry.weights)}")
     files = [f for f in entry.files if f in sizes] + [weights]
     total = sum(sizes[f] for f in files)
-    done = sum(sizes[f] for f in files
-               if isinstance(try_to_load_from_cache(entry.repo, f, cache_dir=cache, revision=entry.revision), str))
+    done = sum(sizes[f] for f in files if _cached_file(entry, f, cache))
     events: queue.Queue = queue.Queue()
     bar = _progress_bar(lambda d, t: events.put(("progress", (d, t))), total, done)
 

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -40,6 +39,7 @@ from vit_core.card import ModelCard, Preprocess
 from vit_core.cnn import DEFAULT_CONFIG as CNN_DEFAULT, build_cnn
 from vit_core.data import CLASSES, CLASSES_ZH, load_fashion_mnist, split_train_val, stratified_subset
 from vit_core.model import ViT, ViTConfig, count_parameters
+from vit_core.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 VIT_DEFAULT = ViTConfig(image_size=(28, 28), patch_size=4, in_chans=1, embed_dim=64, depth=6, num_heads=4,
@@ -308,9 +308,7 @@ def train_model(args: argparse.Namespace, argv: list[str]) -> ModelCard:
     log(f"# trained in {result['wall_s']:.0f} s ({result['cpu_s']:.0f} CPU s), {result['images_per_s']:.0f} images/s; "
         f"loss {np.mean(result['losses'][:20]):.3f} (first 20 steps) -> {np.mean(result['losses'][-20:]):.3f} (last 20)")
 
-    weights = out / f"{name}.safetensors"  # saved first: hours of CPU must survive a failing evaluation
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"format": "pt", "card": f"{name}.json"})
+    weights = save_weights(model, out / name)  # saved first: hours of CPU must survive a failing evaluation
 
     x_test, y_test = load_fashion_mnist("test", args.data_dir)
     test_acc, test_loss = evaluate(model, x_test, y_test, mean, std)
@@ -375,9 +373,8 @@ def data_efficiency(args: argparse.Namespace, argv: list[str]) -> dict:
     images, labels = load_fashion_mnist("train", args.data_dir)
     x_test, y_test = load_fashion_mnist("test", args.data_dir)
     mean, std = pixel_stats(images)  # one normalisation for every run: a property of the data source
-    configs = {arch: model_config(arch) for arch in args.models}
-    if args.config:
-        configs = {arch: model_config(arch, json.loads(args.config).get(arch)) for arch in args.models}
+    overrides = json.loads(args.config) if args.config else {}
+    configs = {arch: model_config(arch, overrides.get(arch)) for arch in args.models}
     rules = {
         "steps": args.steps, "batch_size": args.batch_size, **{k: v for k, v in RECIPE.items() if k != "batch_size"},
         "lr": args.lr, "weight_decay": args.weight_decay,

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vit_core.card import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, ModelCard, Preprocess
+from vit_core.card import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, RESAMPLE, ModelCard, Preprocess
 from vit_core.model import VARIANTS, ViT, ViTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -477,7 +477,7 @@ DEFAULT_PREPROCESS = {
     "jax": dict(crop_pct=0.875, interpolation="bilinear", mean=INCEPTION_MEAN, std=INCEPTION_STD),
     "transformers": dict(crop_pct=1.0, interpolation="bilinear", mean=INCEPTION_MEAN, std=INCEPTION_STD),
 }
-PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+PIL_RESAMPLE = {int(v): k for k, v in RESAMPLE.items()}  # transformers stores PIL's number: 2 -> "bilinear"
 
 
 def _hw(size) -> tuple[int, int] | None:
@@ -528,9 +528,12 @@ def from_state_dict(sd: dict, *, layout: str | None = None, source: str = "", na
     layout = layout or detect_layout(sd)
     if any("pre_logits" in k for k in sd):
         raise CheckpointError("checkpoint.pre_logits", f"{source or 'state dict'}: {PRE_LOGITS_MESSAGE}")
+    # JAX keeps the heads as an axis, query/kernel (D, heads, hd): read it before the conversion flattens it
+    kernels = [v for k, v in sd.items() if k.endswith("query/kernel")] if layout == "jax" else []
+    heads = {"num_heads": kernels[0].shape[-2]} if kernels else {}
     timm_sd, left = CONVERTERS[layout](sd)
     eps = 1e-12 if layout == "transformers" else 1e-6  # see "Numeric traps" at the top
-    known = {"layer_norm_eps": eps} | {k: v for k, v in (hints or {}).items() if v is not None} | overrides
+    known = {"layer_norm_eps": eps} | heads | {k: v for k, v in (hints or {}).items() if v is not None} | overrides
     cfg = infer_config(timm_sd, **known)
     what = f"{source or 'The state dict'} ({layout} layout)"
     # Names no table row knows stay as the file spells them, so the error names them as the user sees them.
@@ -558,9 +561,8 @@ def load_checkpoint(path: str | Path, **overrides) -> tuple[nn.Module, ModelCard
     layout = detect_layout(sd)
     if layout != "jax":
         return from_state_dict(sd, layout=layout, source=str(path), name=path.stem, **overrides)
-    heads = next((v.shape[-2] for k, v in sd.items() if k.endswith("query/kernel")), None)  # (D, heads, hd)
     augreg = "-i21k-" in path.name or "augreg" in path.name.lower()  # AugReg evaluates with crop 0.9
-    return from_state_dict(sd, layout=layout, source=str(path), name=path.stem, hints={"num_heads": heads},
+    return from_state_dict(sd, layout=layout, source=str(path), name=path.stem,
                            preprocess={"crop_pct": 0.9 if augreg else None},
                            extra={"note": "trained with tanh-approximate GELU, run with exact GELU (as timm does)"},
                            **overrides)
@@ -634,16 +636,24 @@ def _load_dir(path: Path, overrides: dict) -> tuple[nn.Module, ModelCard]:
 
 def save_checkpoint(model: nn.Module, card: ModelCard, path_without_ext: str | Path) -> tuple[Path, Path]:
     """Our own format: <path>.safetensors (timm names for a ViT) + <path>.json (the card), read back exactly."""
-    from safetensors.torch import save_file
     base = Path(path_without_ext)
     if card.arch == "vit" and model.cfg != card.config:
         raise ValueError(f"the card's config does not describe this model: {card.config} ≠ {model.cfg}")
-    base.parent.mkdir(parents=True, exist_ok=True)
-    weights, card_path = base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, weights,
-              metadata={"format": "pt", "card": card_path.name})
+    card_path = base.with_name(base.name + ".json")
+    weights = save_weights(model, base)
     card.save(card_path)
     return weights, card_path
+
+
+def save_weights(model: nn.Module, path_without_ext: str | Path) -> Path:
+    """The weights half of save_checkpoint: <path>.safetensors, naming <path>.json as its card."""
+    from safetensors.torch import save_file
+    base = Path(path_without_ext)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    weights = base.with_name(base.name + ".safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, weights,
+              metadata={"format": "pt", "card": base.name + ".json"})
+    return weights
 
 
 def export_checkpoint(model: ViT, card: ModelCard, path: str | Path, layout: str) -> Path:
@@ -685,5 +695,5 @@ def transformers_preprocessor(pp: Preprocess) -> dict:
     resize = {"height": round(H / pp.crop_pct), "width": round(W / pp.crop_pct)}
     return {"image_processor_type": "DeiTImageProcessor", "do_resize": True, "size": resize,
             "do_center_crop": pp.crop_pct < 1, "crop_size": {"height": H, "width": W},
-            "resample": {v: k for k, v in PIL_RESAMPLE.items()}[pp.interpolation], "do_rescale": True,
+            "resample": int(RESAMPLE[pp.interpolation]), "do_rescale": True,
             "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(pp.mean), "image_std": list(pp.std)}

@@ -100,8 +100,8 @@ def load_model(name_or_path: str | Path | None = None, *, progress=None, cache_d
             raise CheckpointError("checkpoint.not_found", f"the embedded model {name} is missing: "
                                   f"expected {embedded_path(name)} and its .json card (run the training script)")
         model, card = load_checkpoint(embedded_path(name))
-    elif _is_hub(name):
-        model, card = hub.load(hub.get(name), progress=progress, cache_dir=cache_dir)
+    elif (entry := _hub_entry(name)) is not None:
+        model, card = hub.load(entry, progress=progress, cache_dir=cache_dir)
     elif Path(name).expanduser().exists():
         model, card = load_checkpoint(Path(name).expanduser())
     else:
@@ -112,9 +112,8 @@ def load_model(name_or_path: str | Path | None = None, *, progress=None, cache_d
     return model, card
 
 
-def _is_hub(name: str) -> bool:
+def _hub_entry(name: str) -> hub.HubModel | None:
     try:
-        hub.get(name)
-        return True
+        return hub.get(name)
     except KeyError:
-        return False
+        return None
