@@ -161,6 +161,8 @@ class Live:
     card: ModelCard
     trace: ViTTrace
     image_name: str
+    model_id: str  # with digest, what the pages' own caches are keyed by
+    digest: str
 
     @property
     def display(self) -> np.ndarray:  # the input as the model sees it, (H, W, 3) in [0, 1]
@@ -181,7 +183,8 @@ def live() -> Live:
     model, card = current_model()
     img = st.session_state["vx.image"]
     tr = _trace(st.session_state["vx.model"], img["digest"], img["data"])
-    return Live(model=model, card=card, trace=tr, image_name=img["name"])
+    return Live(model=model, card=card, trace=tr, image_name=img["name"], model_id=st.session_state["vx.model"],
+                digest=img["digest"])
 
 
 def patch_index(tr: ViTTrace) -> tuple[int, int]:

@@ -57,7 +57,7 @@ def vit_erfs(model_id: str, digest: str, _pixels, token: int, layers: tuple[int,
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def cnn_erfs(cnn_id: str, digest: str, _image, centre: tuple[float, float]):
-    """Per conv layer of the CNN: (names, ERFs (n, H, W) divided by their max, cells, clipped RF boxes, input)."""
+    """Per conv layer of the CNN: (names, ERFs (n, H, W) divided by their max, cells, clipped RF boxes)."""
     cnn, card = ui.load_model(cnn_id)
     pixels = card.preprocess(_image).to(next(cnn.parameters()).device)
     H, W = pixels.shape[-2:]
@@ -69,7 +69,7 @@ def cnn_erfs(cnn_id: str, digest: str, _image, centre: tuple[float, float]):
     boxes = [(analysis.rf_span(y, fields[n], H)[1:], analysis.rf_span(x, fields[n], W)[1:]) for n in names]
     maps = [analysis.normalise_peak(analysis.cnn_erf(cnn, pixels, n, cell).cpu())[0].numpy()
             for n, cell in zip(names, cells)]
-    return names, np.stack(maps), cells, boxes, card.preprocess.to_display(pixels)
+    return names, np.stack(maps), cells, boxes
 
 
 def load_cnn():
@@ -163,18 +163,13 @@ def rules(de: dict) -> list[str]:
 
 # ---------------------------------------------------------------- the page
 
-ui.page_header("cnn")
-if ui.current_model()[1].arch != "vit":
-    st.info(t("cnn.not_vit"))
-    st.stop()
-lv = ui.live()
+lv = ui.page("cnn", vit_only=True)
 tr = lv.trace
 s = tr.shapes
 H, W, P, h, w, prefix, L, heads = s.H, s.W, s.P, s.h, s.w, s.prefix, s.L, s.heads
 cnn_id, cnn_card = load_cnn()
 with st.expander(t("cnn.patch.pick"), expanded=False):
-    ui.patch_picker(tr)
-r, c = ui.patch_index(tr)
+    r, c = ui.patch_picker(tr)
 centre = ((r + 0.5) / h, (c + 0.5) / w)  # the selected patch's centre, as a fraction of the image
 st.caption(t("cnn.patch.now", r=r, c=c))
 
@@ -213,11 +208,11 @@ if cnn_card is None:
 st.latex(formula)
 
 # 2 · how far ViT heads look, next to the CNNs' fields ------------------------------------------------
-cur = current_distances(st.session_state["vx.model"], st.session_state["vx.image"]["digest"], tr)  # (L, heads)
+cur = current_distances(lv.model_id, lv.digest, tr)  # (L, heads)
 kind = "fmnist" if lv.card.config.in_chans == 1 else "photo"
 samples = tuple(p.name for p in ui.sample_files() if p.stem.startswith(kind + "_"))
 with st.spinner(t("cnn.dist.computing", n=len(samples))):
-    avg = sample_distances(st.session_state["vx.model"], samples).mean(0) if samples else None
+    avg = sample_distances(lv.model_id, samples).mean(0) if samples else None
 ceiling = analysis.uniform_attention_distance(tr.grid, P)
 left, right = st.columns(2)
 with left:
@@ -254,13 +249,12 @@ st.markdown(t("cnn.erf.intro"))
 st.latex(r"\mathrm{ERF}(x, y) = \sum_{c} \left| \frac{\partial\, \textstyle\sum_{d} z_{d}(\text{pos})}{\partial\, "
          + r"\mathrm{pixel}_{c}(x, y)} \right|" + rf"\qquad H {X} W = {H}{X}{W}")
 layer, _ = ui.layer_head_picker(L, heads, key="cnn", with_head=False)
-img = st.session_state["vx.image"]
 # like with like: the CNN's gradient is only put beside a ViT that reads the same input
 comparable = bool(cnn_card) and (lv.card.config.in_chans, tuple(lv.card.config.image_size)) == (
     cnn_card.config["in_chans"], tuple(cnn_card.config["image_size"]))
 vit_layers = tuple(range(1, L + 1)) if comparable else (layer + 1,)
 with st.spinner(t("cnn.erf.computing")):
-    vmaps = vit_erfs(st.session_state["vx.model"], img["digest"], tr.pixels, prefix + r * w + c, vit_layers)
+    vmaps = vit_erfs(lv.model_id, lv.digest, tr.pixels, prefix + r * w + c, vit_layers)
 vit_map = vmaps[vit_layers.index(layer + 1)]
 vit_frac = analysis.erf_fraction(torch.from_numpy(vmaps)).numpy()
 patch_vit = ((r * P, (r + 1) * P), (c * P, (c + 1) * P))
@@ -272,12 +266,12 @@ with erf_cols[0]:
     st.metric(t("cnn.erf.fraction", model=model_name("vit")), f"{vit_frac[vit_layers.index(layer + 1)]:.1%}")
 if comparable:
     with st.spinner(t("cnn.erf.computing")):
-        cnames, cmaps, cells, boxes, cview = cnn_erfs(cnn_id, img["digest"], ui.current_image(), centre)
+        cnames, cmaps, cells, boxes = cnn_erfs(cnn_id, lv.digest, ui.current_image(), centre)
     k = min(len(cnames), max(1, round((layer + 1) * len(cnames) / L))) - 1  # the CNN layer at the same depth
     cnn_frac = analysis.erf_fraction(torch.from_numpy(cmaps)).numpy()
     with erf_cols[1]:
         title = t("cnn.erf.cnn_title", layer=cnames[k], i=cells[k][0], j=cells[k][1])
-        ui.plot(vz.erf_map(cview, cmaps[k], patch_box=patch_vit, rf_box=boxes[k], hover=hover,
+        ui.plot(vz.erf_map(cnn_view, cmaps[k], patch_box=patch_vit, rf_box=boxes[k], hover=hover,
                            colorbar_title=t("cnn.erf.cbar"), title=title), key="cnn.erf.cnn")
         st.metric(t("cnn.erf.fraction", model=model_name("cnn_ours")), f"{cnn_frac[k]:.1%}")
     st.caption(t("cnn.erf.pairing", layer=layer + 1, cnn_layer=cnames[k], k=k + 1, n=len(cnames)))
@@ -306,7 +300,8 @@ if loaded:
                   t("cnn.de.col.diff"): [f"{-100 * r['diff']:+.2f}" for r in rows],
                   t("cnn.de.col.seeds"): [r["seeds"] for r in rows]}, hide_index=True)
     st.subheader(t("cnn.de.ours"))
-    st.markdown("\n".join("- " + s for s in verdict(rows)))
+    said = verdict(rows)
+    st.markdown("\n".join("- " + s for s in said))
     st.subheader(t("cnn.de.rules"))
     st.markdown("\n".join("- " + s for s in rules(de)))
     if de.get("command"):
@@ -319,5 +314,5 @@ takeaways = [t("cnn.take.local", b=d[0].max(), pb=d[0].max() / ceiling), t("cnn.
 if comparable:
     takeaways.append(t("cnn.take.erf", vit=vit_frac[0], cnn=cnn_frac[0], cnn_layer=cnames[0]))
 if loaded:
-    takeaways.append(join(t("cnn.take.measured"), verdict(rows)[0]))
+    takeaways.append(join(t("cnn.take.measured"), said[0]))
 st.markdown("\n".join("- " + s for s in takeaways))

@@ -19,7 +19,7 @@ tr = lv.trace
 s = tr.shapes
 p, h, w, P, N, T, L, H = s.prefix, s.h, s.w, s.P, s.N, s.T, s.L, s.heads
 names = lv.class_names()
-model_id, digest = st.session_state["vx.model"], st.session_state["vx.image"]["digest"]
+model_id, digest = lv.model_id, lv.digest
 st.info(t("rollout.upload_hint", name=lv.image_name, classes=len(names)))
 
 

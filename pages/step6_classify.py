@@ -18,7 +18,7 @@ heads = [(cpu(m.head.weight), cpu(m.head.bias))]
 if len(tr.head_logits) == 2:  # DeiT: the distillation token has its own head
     heads.append((cpu(m.head_dist.weight), cpu(m.head_dist.bias)))
 out = analysis.classify_readout(tr.hidden_states[-1], (cpu(m.norm.weight), cpu(m.norm.bias), m.norm.eps), heads)
-D, K, L = tr.final.shape[-1], tr.logits.shape[-1], len(tr.layers)
+D, K, L = tr.shapes.D, tr.logits.shape[-1], tr.shapes.L
 names = lv.class_names()
 x = r"\times"
 
