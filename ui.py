@@ -69,6 +69,42 @@ def persist(key: str):
     return key
 
 
+def setting(key: str, default, valid=lambda v: True) -> str:
+    """A page widget's key: its value survives page switches and falls back to `default` when the model
+    or image makes it meaningless (draw the widget without value=: state is the one source)."""
+    persist(key)
+    if key not in st.session_state or not valid(st.session_state[key]):
+        st.session_state[key] = default
+    return key
+
+
+def choice(widget, label: str, options, labels: dict, *, key: str, default=None, on_change=None, **kwargs):
+    """A choice among stable ids (file names, model ids, setting names) shown with translated labels.
+
+    The browser sends a choice widget's *label* back, not its option, so after a language switch its
+    next message carries the old language's label. Here the value is an id kept under `key` (plain
+    state, never a widget key); the widget itself is keyed by the language as well, so a switch draws a
+    fresh widget that starts from the id while the old one, no longer drawn, is dropped with its stale
+    label. A value that is not one of `options` is ignored and the current choice kept. `on_change(id)`
+    runs when the user picks another option. `widget` is st.selectbox, st.radio, ... or a column's.
+    """
+    options = list(options)
+    if st.session_state.get(key) not in options and not (st.session_state.get(key) is None is default):
+        st.session_state[key] = default
+    shown = f"{key}@{lang()}"
+    st.session_state[shown] = st.session_state[key]
+
+    def picked():
+        value = st.session_state.get(shown)
+        if value in options and value != st.session_state[key]:
+            st.session_state[key] = value
+            if on_change:
+                on_change(value)
+
+    widget(label, options, format_func=lambda o: labels.get(o, str(o)), key=shown, on_change=picked, **kwargs)
+    return st.session_state[key]
+
+
 def notify(kind: str, key: str, **params) -> None:
     st.session_state["vx.notice"] = (kind, key, params)
 

@@ -23,33 +23,15 @@ model_id, digest = lv.model_id, lv.digest
 st.info(t("rollout.upload_hint", name=lv.image_name, classes=len(names)))
 
 
-def setting(key: str, default, valid=lambda v: True) -> str:
-    """A page widget's key: its value survives page switches and falls back to `default` when the
-    model or image makes it meaningless (widgets are drawn without value=, so state is the one source)."""
-    ui.persist(key)
-    if key not in st.session_state or not valid(st.session_state[key]):
-        st.session_state[key] = default
-    return key
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def gradients(model_id: str, digest: str, class_index: int, _pixels: torch.Tensor) -> list[torch.Tensor]:
-    """d logit / d attention for every layer, once per (model, image, class); the model is not touched.
-    Called outside inference_mode: attention_gradients needs autograd."""
-    model, _ = ui.load_model(model_id)
-    _, grads = analysis.attention_gradients(model, _pixels, class_index)
-    return [g.cpu() for g in grads]
-
-
 # --- controls: rollout is cheap, so every change redraws at once
 c = st.columns([1, 1.3, 1.4, 1.6])
-residual = c[0].toggle(t("rollout.residual"), key=setting("rollout.residual", True), help=t("rollout.residual_help"))
+residual = c[0].toggle(t("rollout.residual"), key=ui.setting("rollout.residual", True), help=t("rollout.residual_help"))
 fusions = {f: t(f"rollout.fusion.{f}") for f in ("mean", "max", "min")}
-fusion = c[1].radio(t("rollout.fusion"), list(fusions), format_func=fusions.get, horizontal=True,
-                    key=setting("rollout.fusion", "mean"), help=t("rollout.fusion_help"))
-discard = c[2].slider(t("rollout.discard"), 0.0, 0.95, step=0.05, key=setting("rollout.discard", 0.0),
+fusion = ui.choice(c[1].radio, t("rollout.fusion"), fusions, fusions, key="rollout.fusion", default="mean",
+                   horizontal=True, help=t("rollout.fusion_help"))
+discard = c[2].slider(t("rollout.discard"), 0.0, 0.95, step=0.05, key=ui.setting("rollout.discard", 0.0),
                       help=t("rollout.discard_help"))
-first, last = c[3].slider(t("rollout.layers"), 1, L, key=setting(f"rollout.layers.{L}", (1, L)),
+first, last = c[3].slider(t("rollout.layers"), 1, L, key=ui.setting(f"rollout.layers.{L}", (1, L)),
                           help=t("rollout.layers_help"))
 settings = dict(residual=residual, head_fusion=fusion, discard_ratio=discard, start_layer=first - 1, end_layer=last)
 joint = analysis.attention_rollout(tr.attentions, num_prefix_tokens=p, **settings)  # (1, T, T)
@@ -75,8 +57,7 @@ with right:
 
 st.subheader(t("rollout.gradient.title"))
 left, right = st.columns(2)
-cls = right.selectbox(t("rollout.class"), list(classes), format_func=classes.get,
-                      key=setting("rollout.class", next(iter(classes)), valid=lambda v: v in classes))
+cls = ui.choice(right.selectbox, t("rollout.class"), classes, classes, key="rollout.class", default=next(iter(classes)))
 right.markdown(t("rollout.gradient.body", a=first, b=last))
 grad_map = None
 try:
@@ -118,11 +99,10 @@ st.subheader(t("rollout.faith.title"))
 st.markdown(t("rollout.faith.intro", name=names[cls]))
 maps = {"rollout": t("rollout.map.rollout")} | ({"gradient": t("rollout.map.gradient")} if grad_map is not None else {})
 f = st.columns(3)
-target = f[0].radio(t("rollout.faith.map"), list(maps), format_func=maps.get,
-                    key=setting("rollout.target", "rollout", valid=lambda v: v in maps))
-steps = f[1].slider(t("rollout.faith.steps"), 2, min(N, 49), key=setting(f"rollout.steps.{N}", N if N <= 64 else 8),
+target = ui.choice(f[0].radio, t("rollout.faith.map"), maps, maps, key="rollout.target", default="rollout")
+steps = f[1].slider(t("rollout.faith.steps"), 2, min(N, 49), key=ui.setting(f"rollout.steps.{N}", N if N <= 64 else 8),
                     help=t("rollout.faith.steps_help"))
-orders = f[2].slider(t("rollout.faith.orders"), 1, 5, key=setting("rollout.orders", 1),
+orders = f[2].slider(t("rollout.faith.orders"), 1, 5, key=ui.setting("rollout.orders", 1),
                      help=t("rollout.faith.orders_help"))
 scores = rollout_map if target == "rollout" else grad_map
 meta = {"model": lv.card.title or lv.card.name, "image": lv.image_name, "map": target, "query_token": "CLS",

@@ -24,11 +24,11 @@ st.latex(rf"z_0 = [\,{lead};\, x_p^1 E;\, \dots;\, x_p^{{{h * w}}} E\,] + E_{{po
 r, c = ui.patch_picker(tr)
 REF = "vx.step3.ref"
 refs = ["patch"] + [str(i) for i in range(prefix)]
-if st.session_state.get("vx.step3.seen") != (r, c) or st.session_state.get(REF) not in refs:
+if st.session_state.get("vx.step3.seen") != (r, c):
     st.session_state["vx.step3.seen"] = (r, c)  # a newly picked patch becomes the reference again
     st.session_state[REF] = "patch"
 labels = {o: t("step3.ref.patch", r=r, c=c) if o == "patch" else slot(int(o)) for o in refs}
-ref = st.radio(t("step3.ref.label"), refs, key=REF, horizontal=True, format_func=labels.get)
+ref = ui.choice(st.radio, t("step3.ref.label"), refs, labels, key=REF, default="patch", horizontal=True)
 token = prefix + r * w + c if ref == "patch" else int(ref)
 pre_sims, sims = analysis.pos_embed_row(pos, token, tr.grid, prefix)
 
