@@ -17,7 +17,7 @@ import torch
 
 from vit_core import zoo
 from vit_core.card import ModelCard
-from vit_core.i18n import translate
+from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
 from vit_core.model import ViTTrace
 
@@ -74,11 +74,9 @@ def notify(kind: str, key: str, **params) -> None:
 
 
 def error_text(err: Exception) -> str:
-    """A failure as one translated sentence: vit_core errors carry a message key and its params."""
-    key = getattr(err, "key", None)
-    if key:
-        return t(key, **(getattr(err, "params", None) or {}))
-    return t("app.error.unexpected", detail=f"{type(err).__name__}: {err}"[:300])
+    """A failure as one translated sentence: vit_core errors carry message keys (details too) and params."""
+    text = explain(err, lang())
+    return text if text is not None else t("app.error.unexpected", detail=f"{type(err).__name__}: {err}"[:300])
 
 
 def show_error(err: Exception) -> None:

@@ -49,18 +49,46 @@ def test_every_key_the_app_uses_exists():
             assert key in keys, f"{name}: {key} is not in assets/i18n"
 
 
-def test_every_embedded_model_has_a_translated_title():
-    from vit_core import zoo
+def test_every_listed_model_has_a_translated_title():
+    from vit_core import hub, zoo
 
-    assert all(f"app.model.title.{name}" in table() for name in zoo.EMBEDDED)
+    assert all(f"app.model.title.{name}" in table() for name in [*zoo.EMBEDDED, *(e.id for e in hub.CATALOGUE)])
 
 
-def test_every_error_the_engine_raises_has_a_message():
+def test_every_error_the_engine_raises_has_a_message_and_details_in_both_languages():
     from vit_core.images import ImageError
 
     engine = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "vit_core").glob("*.py"))
-    raised = set(ImageError.KEYS) | set(re.findall(r'"((?:checkpoint|hub|zoo)\.[a-z_]+)"', engine))
-    assert raised and not raised - set(table()), sorted(raised - set(table()))
+    raised = set(ImageError.KEYS) | set(re.findall(r'"((?:checkpoint|hub|zoo)\.[a-z_.]+[a-z])"', engine))
+    assert {k for k in raised if ".detail." in k} and not raised - set(table()), sorted(raised - set(table()))
+
+
+def engine_errors():
+    """Real failures from the engine: a missing file, an unknown layout, an unknown name, offline hub."""
+    from vit_core import hub, zoo
+    from vit_core.weights import detect_layout, load_checkpoint
+
+    for fail in (lambda: load_checkpoint(ROOT / "no-such-model.safetensors"), lambda: detect_layout(["a.b"]),
+                 lambda: zoo.load_model("no-such-model"), lambda: hub.download("deit-tiny")):  # conftest: offline
+        with pytest.raises(Exception) as e:
+            fail()
+        yield e.value
+
+
+def test_engine_errors_are_told_in_the_reader_s_language_details_included():
+    import pickle
+
+    from vit_core.i18n import explain
+
+    errors = list(engine_errors())
+    assert len(errors) == 4
+    for err in errors:
+        en, zh = explain(err, "en"), explain(err, "zh")
+        assert str(err) in en  # the English detail is the whole str(), for logs
+        assert CJK.search(zh) and not re.search(r"[A-Za-z]{3,} [A-Za-z]{3,} [A-Za-z]{3,}", zh), zh
+        copy = pickle.loads(pickle.dumps(err))
+        assert (type(copy), copy.key, explain(copy, "zh")) == (type(err), err.key, zh)
+    assert explain(ValueError("boom"), "zh") is None  # not an engine error: the UI's generic message
 
 
 @pytest.mark.parametrize("lang", LANGS)
