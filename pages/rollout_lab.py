@@ -77,7 +77,8 @@ st.subheader(t("rollout.gradient.title"))
 left, right = st.columns(2)
 cls = right.selectbox(t("rollout.class"), list(classes), format_func=classes.get,
                       key=setting("rollout.class", next(iter(classes)), valid=lambda v: v in classes))
-right.markdown(t("rollout.gradient.body", a=first, b=last))
+right.markdown(t("rollout.gradient.lead"))
+right.expander(t("rollout.gradient.more")).markdown(t("rollout.gradient.body", a=first, b=last))
 grad_map = None
 try:
     with st.spinner(t("rollout.grad_spinner")):
@@ -92,7 +93,8 @@ except Exception as err:  # noqa: BLE001 - out of memory on a big model: say so,
 
 # --- what rollout is, with this image's numbers
 st.subheader(t("rollout.what.title"))
-st.markdown(t("rollout.what.body"))
+st.markdown(t("rollout.what.lead"))
+st.expander(t("rollout.what.more")).markdown(t("rollout.what.body"))
 x, fused = r"\times", rf"\operatorname{{{fusion}}}_{{h}}\,W_{{\mathrm{{att}},l}}"
 if discard > 0:
     fused = rf"\operatorname{{drop}}_{{{discard:.0%}}}\big({fused}\big)".replace("%", r"\%")
@@ -115,7 +117,8 @@ ui.show_tensor(t("rollout.live.tensor"), rollout_map)
 
 # --- is the map faithful? deletion / insertion against random orders
 st.subheader(t("rollout.faith.title"))
-st.markdown(t("rollout.faith.intro", name=names[cls]))
+st.markdown(t("rollout.faith.lead", name=names[cls]))
+st.expander(t("rollout.faith.more")).markdown(t("rollout.faith.intro", name=names[cls]))
 maps = {"rollout": t("rollout.map.rollout")} | ({"gradient": t("rollout.map.gradient")} if grad_map is not None else {})
 f = st.columns(3)
 target = f[0].radio(t("rollout.faith.map"), list(maps), format_func=maps.get,
@@ -178,7 +181,7 @@ if result is not None:
         st.warning(verdict)
 elif saved:
     st.caption(t("rollout.faith.stale"))
-st.markdown(t("rollout.faith.read"))
+st.expander(t("rollout.faith.read_title")).markdown(t("rollout.faith.read"))
 
 # --- export what is shown
 st.subheader(t("rollout.export.title"))
