@@ -38,7 +38,8 @@ with left:
     fig = vz.grid_map(sims.numpy(), colorbar_title=t("step3.cosine"), hover=t("step3.map.hover"),
                       selected=(r, c) if ref == "patch" else None)
     ui.clickable_chart(fig, key="step3.map", grid=tr.grid)
-    st.caption(t("step3.map.prefix", sims="; ".join(f"{slot(i)}: {float(v):+.3f}" for i, v in enumerate(pre_sims))))
+    st.caption(t("step3.map.prefix", sims=t("step3.map.sep").join(t("step3.map.item", slot=slot(i), v=float(v))
+                                                                   for i, v in enumerate(pre_sims))))
     if ref != "patch":
         st.caption(t("step3.map.offgrid"))
 with right:
