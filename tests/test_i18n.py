@@ -29,6 +29,31 @@ def test_chinese_texts_are_chinese():
             assert CJK.search(texts["zh"]), f"{key} has no Chinese: {texts['zh']!r}"
 
 
+def test_the_six_steps_are_titled_alike():
+    for n in range(1, 7):
+        texts = table()[f"step{n}.title"]
+        assert texts["en"].startswith(f"Step {n} · ") and texts["zh"].startswith(f"第 {n} 步 · "), texts
+
+
+BLANKS = re.compile(r"%?\{[^{}]*\}|`[^`]*`|<br>")  # placeholders, code and markup are not prose
+CHINESE_TYPOGRAPHY = {  # rule -> what breaks it, in a Chinese string
+    "full-width ，；：？！ next to Chinese": re.compile(r"[\u4e00-\u9fff][,;:?!]|[,;:?!] ?[\u4e00-\u9fff]"),
+    "full-width （） around Chinese": re.compile(r"\([^()]*[\u4e00-\u9fff][^()]*\)"),
+    "“ ” quotes, not ASCII ones": re.compile(r'"'),
+    "a trailing …… (two), with no space before it": re.compile(r"(?<!…)…$| ……$"),
+}
+
+
+@pytest.mark.parametrize("rule", CHINESE_TYPOGRAPHY)
+def test_chinese_strings_use_full_width_punctuation(rule):
+    bad = [(k, v["zh"]) for k, v in table().items() if CHINESE_TYPOGRAPHY[rule].search(BLANKS.sub("X", v["zh"]))]
+    assert not bad, f"{rule}: " + "; ".join(f"{k}: {zh!r}" for k, zh in bad)
+
+
+def test_english_strings_have_no_chinese_punctuation():
+    assert not [k for k, v in table().items() if re.search(r"[\u3000-\u303f\uff00-\uffef\u4e00-\u9fff]", v["en"])]
+
+
 def used_keys():
     for path in SOURCES:
         for is_f, _, key in CALL.findall(path.read_text(encoding="utf-8")):
