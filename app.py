@@ -106,7 +106,7 @@ def image_picker():
                      format_func=names.get, key="vx.sample", on_change=on_sample,
                      placeholder=t("app.image.own_image"))
     show_notice()
-    st.image(ui.current_image(), caption=st.session_state["vx.image"]["name"], width="stretch")
+    st.image(ui.current_image(), caption=ui.image_label(), width="stretch")
 
 
 def on_upload(key):

@@ -122,6 +122,14 @@ def sample_label(path: Path) -> str:
     return t(f"app.sample.{path.stem}")
 
 
+def image_label() -> str:
+    """The current image as the reader should see it named: a sample by its translated title, an upload
+    (even one named like a sample) by its file name."""
+    img = st.session_state["vx.image"]
+    path = SAMPLES / Path(img["name"]).name
+    return sample_label(path) if path.is_file() and image_digest(path.read_bytes()) == img["digest"] else img["name"]
+
+
 def _sample(path: Path) -> dict:
     data = path.read_bytes()
     return {"data": data, "name": path.name, "digest": image_digest(data)}

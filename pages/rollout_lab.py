@@ -20,7 +20,7 @@ s = tr.shapes
 p, h, w, P, N, T, L, H = s.prefix, s.h, s.w, s.P, s.N, s.T, s.L, s.heads
 names = lv.class_names()
 model_id, digest = lv.model_id, lv.digest
-st.info(t("rollout.upload_hint", name=lv.image_name, classes=len(names)))
+st.info(t("rollout.upload_hint", name=ui.image_label(), classes=len(names)))
 
 
 def setting(key: str, default, valid=lambda v: True) -> str:
