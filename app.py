@@ -118,7 +118,7 @@ def on_upload(key):
 def on_sample():
     name = st.session_state.get("vx.sample")
     if name:
-        ui.use_image((ui.SAMPLES / name).read_bytes(), name)
+        ui.use_image((ui.SAMPLES / name).read_bytes(), name, sample=True)
 
 
 def show_notice():

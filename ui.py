@@ -58,6 +58,11 @@ def t(key: str, **params) -> str:
     return translate(key, lang(), **params)
 
 
+def join(*sentences: str) -> str:
+    """Sentences as one text: Chinese puts no space between them, English one."""
+    return ("" if lang() == "zh" else " ").join(s for s in sentences if s)
+
+
 def persist(key: str):
     """Keep a page widget's value when the user visits another page and comes back.
 
@@ -123,26 +128,25 @@ def sample_label(path: Path) -> str:
 
 
 def image_label() -> str:
-    """The current image as the reader should see it named: a sample by its translated title, an upload
-    (even one named like a sample) by its file name."""
+    """The current image as the reader should see it named: a sample by its translated title, an upload by
+    its file name."""
     img = st.session_state["vx.image"]
-    path = SAMPLES / Path(img["name"]).name
-    return sample_label(path) if path.is_file() and image_digest(path.read_bytes()) == img["digest"] else img["name"]
+    return sample_label(SAMPLES / img["name"]) if img.get("sample") else img["name"]
 
 
 def _sample(path: Path) -> dict:
     data = path.read_bytes()
-    return {"data": data, "name": path.name, "digest": image_digest(data)}
+    return {"data": data, "name": path.name, "digest": image_digest(data), "sample": True}
 
 
-def use_image(data: bytes, name: str) -> bool:
-    """Make uploaded bytes the current image, or keep the previous one and say why."""
+def use_image(data: bytes, name: str, sample: bool = False) -> bool:
+    """Make uploaded bytes (or a sample's, `sample`) the current image, or keep the previous one and say why."""
     try:
         load_image(data)
     except ImageError as err:
         notify("error", err.key, **err.params)
         return False
-    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data)}
+    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data), "sample": sample}
     st.session_state["vx.patch"] = None
     return True
 

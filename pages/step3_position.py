@@ -47,7 +47,7 @@ with right:
     fig, k = vz.similarity_mosaic(analysis.pos_embed_similarity(pos, tr.grid, prefix).numpy(),
                                   colorbar_title=t("step3.cosine"), selected=(r, c))
     ui.plot(fig, key="step3.all")
-    st.caption(t("step3.all.caption", h=h, w=w) + (" " + t("step3.all.cut", k=k) if k > 1 else ""))
+    st.caption(ui.join(t("step3.all.caption", h=h, w=w), t("step3.all.cut", k=k) if k > 1 else ""))
 ui.show_tensor("E_pos", pos[0])
 
 st.subheader(t("step3.resample.title"))
