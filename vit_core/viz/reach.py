@@ -152,7 +152,8 @@ def data_efficiency(runs: list[dict], summary: dict, *, names: dict[str, str], t
                                  mode="lines+markers", name=label, legendgroup=model,
                                  line=dict(color=color, width=3), marker=dict(size=7, symbol="square"),
                                  hovertemplate=f"{label} · {names['mean']}: %{{y:.2f}}%<extra></extra>"))
-    fig.update_xaxes(title=x_title, type="log")
+    # ticks at the measured sizes, written out in full ("10,000", not plotly's "10k") in either language
+    fig.update_xaxes(title=x_title, type="log", tickvals=sorted({r["train_size"] for r in runs}), tickformat=",")
     fig.update_yaxes(title=y_title, ticksuffix="%")
     return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.25))
 
