@@ -17,7 +17,7 @@ import torch
 
 from vit_core import zoo
 from vit_core.card import ModelCard
-from vit_core.i18n import translate
+from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
 from vit_core.model import ViTTrace
 
@@ -56,6 +56,11 @@ def lang() -> str:
 
 def t(key: str, **params) -> str:
     return translate(key, lang(), **params)
+
+
+def join(*sentences: str) -> str:
+    """Sentences as one text: Chinese puts no space between them, English one."""
+    return ("" if lang() == "zh" else " ").join(s for s in sentences if s)
 
 
 def persist(key: str):
@@ -110,11 +115,9 @@ def notify(kind: str, key: str, **params) -> None:
 
 
 def error_text(err: Exception) -> str:
-    """A failure as one translated sentence: vit_core errors carry a message key and its params."""
-    key = getattr(err, "key", None)
-    if key:
-        return t(key, **(getattr(err, "params", None) or {}))
-    return t("app.error.unexpected", detail=f"{type(err).__name__}: {err}"[:300])
+    """A failure as one translated sentence: vit_core errors carry message keys (details too) and params."""
+    text = explain(err, lang())
+    return text if text is not None else t("app.error.unexpected", detail=f"{type(err).__name__}: {err}"[:300])
 
 
 def show_error(err: Exception) -> None:
@@ -160,19 +163,26 @@ def sample_label(path: Path) -> str:
     return t(f"app.sample.{path.stem}")
 
 
+def image_label() -> str:
+    """The current image as the reader should see it named: a sample by its translated title, an upload by
+    its file name."""
+    img = st.session_state["vx.image"]
+    return sample_label(SAMPLES / img["name"]) if img.get("sample") else img["name"]
+
+
 def _sample(path: Path) -> dict:
     data = path.read_bytes()
-    return {"data": data, "name": path.name, "digest": image_digest(data)}
+    return {"data": data, "name": path.name, "digest": image_digest(data), "sample": True}
 
 
-def use_image(data: bytes, name: str) -> bool:
-    """Make uploaded bytes the current image, or keep the previous one and say why."""
+def use_image(data: bytes, name: str, sample: bool = False) -> bool:
+    """Make uploaded bytes (or a sample's, `sample`) the current image, or keep the previous one and say why."""
     try:
         load_image(data)
     except ImageError as err:
         notify("error", err.key, **err.params)
         return False
-    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data)}
+    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data), "sample": sample}
     st.session_state["vx.patch"] = None
     return True
 

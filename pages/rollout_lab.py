@@ -20,7 +20,16 @@ s = tr.shapes
 p, h, w, P, N, T, L, H = s.prefix, s.h, s.w, s.P, s.N, s.T, s.L, s.heads
 names = lv.class_names()
 model_id, digest = lv.model_id, lv.digest
-st.info(t("rollout.upload_hint", name=lv.image_name, classes=len(names)))
+st.info(t("rollout.upload_hint", name=ui.image_label(), classes=len(names)))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def gradients(model_id: str, digest: str, class_index: int, _pixels: torch.Tensor) -> list[torch.Tensor]:
+    """d logit / d attention for every layer, once per (model, image, class); the model is not touched.
+    Called outside inference_mode: attention_gradients needs autograd."""
+    model, _ = ui.load_model(model_id)
+    _, grads = analysis.attention_gradients(model, _pixels, class_index)
+    return [g.cpu() for g in grads]
 
 
 # --- controls: rollout is cheap, so every change redraws at once
@@ -58,7 +67,8 @@ with right:
 st.subheader(t("rollout.gradient.title"))
 left, right = st.columns(2)
 cls = ui.choice(right.selectbox, t("rollout.class"), classes, classes, key="rollout.class", default=next(iter(classes)))
-right.markdown(t("rollout.gradient.body", a=first, b=last))
+right.markdown(t("rollout.gradient.lead"))
+right.expander(t("rollout.gradient.more")).markdown(t("rollout.gradient.body", a=first, b=last))
 grad_map = None
 try:
     with st.spinner(t("rollout.grad_spinner")):
@@ -73,7 +83,8 @@ except Exception as err:  # noqa: BLE001 - out of memory on a big model: say so,
 
 # --- what rollout is, with this image's numbers
 st.subheader(t("rollout.what.title"))
-st.markdown(t("rollout.what.body"))
+st.markdown(t("rollout.what.lead"))
+st.expander(t("rollout.what.more")).markdown(t("rollout.what.body"))
 x, fused = r"\times", rf"\operatorname{{{fusion}}}_{{h}}\,W_{{\mathrm{{att}},l}}"
 if discard > 0:
     fused = rf"\operatorname{{drop}}_{{{discard:.0%}}}\big({fused}\big)".replace("%", r"\%")
@@ -96,7 +107,8 @@ ui.show_tensor(t("rollout.live.tensor"), rollout_map)
 
 # --- is the map faithful? deletion / insertion against random orders
 st.subheader(t("rollout.faith.title"))
-st.markdown(t("rollout.faith.intro", name=names[cls]))
+st.markdown(t("rollout.faith.lead", name=names[cls]))
+st.expander(t("rollout.faith.more")).markdown(t("rollout.faith.intro", name=names[cls]))
 maps = {"rollout": t("rollout.map.rollout")} | ({"gradient": t("rollout.map.gradient")} if grad_map is not None else {})
 f = st.columns(3)
 target = ui.choice(f[0].radio, t("rollout.faith.map"), maps, maps, key="rollout.target", default="rollout")
@@ -158,7 +170,7 @@ if result is not None:
         st.warning(verdict)
 elif saved:
     st.caption(t("rollout.faith.stale"))
-st.markdown(t("rollout.faith.read"))
+st.expander(t("rollout.faith.read_title")).markdown(t("rollout.faith.read"))
 
 # --- export what is shown
 st.subheader(t("rollout.export.title"))

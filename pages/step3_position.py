@@ -38,7 +38,8 @@ with left:
     fig = vz.grid_map(sims.numpy(), colorbar_title=t("step3.cosine"), hover=t("step3.map.hover"),
                       selected=(r, c) if ref == "patch" else None)
     ui.clickable_chart(fig, key="step3.map", grid=tr.grid)
-    st.caption(t("step3.map.prefix", sims="; ".join(f"{slot(i)}: {float(v):+.3f}" for i, v in enumerate(pre_sims))))
+    st.caption(t("step3.map.prefix", sims=t("step3.map.sep").join(t("step3.map.item", slot=slot(i), v=float(v))
+                                                                   for i, v in enumerate(pre_sims))))
     if ref != "patch":
         st.caption(t("step3.map.offgrid"))
 with right:
@@ -46,7 +47,7 @@ with right:
     fig, k = vz.similarity_mosaic(analysis.pos_embed_similarity(pos, tr.grid, prefix).numpy(),
                                   colorbar_title=t("step3.cosine"), selected=(r, c))
     ui.plot(fig, key="step3.all")
-    st.caption(t("step3.all.caption", h=h, w=w) + (" " + t("step3.all.cut", k=k) if k > 1 else ""))
+    st.caption(ui.join(t("step3.all.caption", h=h, w=w), t("step3.all.cut", k=k) if k > 1 else ""))
 ui.show_tensor("E_pos", pos[0])
 
 st.subheader(t("step3.resample.title"))
