@@ -6,7 +6,6 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from vit_core import hub, zoo
 
 st.set_page_config(page_title="ViT Explorer", page_icon="🔍", layout="wide")
 ui.init_state()
@@ -43,10 +42,8 @@ def language_picker():
 
 
 def model_picker():
-    entries = {e.id: e for e in zoo.list_models() if e.id not in zoo.NOT_VIT}  # the CNN has its own page
+    entries = ui.vit_models()
     active = st.session_state["vx.model"]
-    if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
-        entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)
 
     titles = {i: e.title if e.kind == "local" else t(f"app.model.title.{i}") for i, e in entries.items()}
     labels = {i: t("app.model.hub_label", title=titles[i], mb=e.size_mb) if e.kind == "hub" and not e.cached
@@ -67,7 +64,7 @@ def model_picker():
                t("app.model.cnn_shape", stages=len(c["widths"]), convs=c["convs_per_stage"],
                  widths="/".join(map(str, c["widths"]))))
     title = card.title or card.name if entries[current].kind == "local" else titles[current]
-    st.caption(t("app.model.caption", title=title, details=details, device=zoo.device_name()))
+    st.caption(t("app.model.caption", title=title, details=details, device=ui.device_name()))
 
 
 def download(entry, title: str):
@@ -78,7 +75,7 @@ def download(entry, title: str):
                      text=t("app.model.progress", title=title, done=done / 2**20, total=total / 2**20))
 
     try:
-        hub.download(entry.id, progress=progress)
+        ui.download(entry.id, progress)
     except Exception as err:  # noqa: BLE001 - offline, disk full, bad repo: a message, the old model stays
         bar.empty()
         ui.show_error(err)

@@ -1,13 +1,15 @@
 """Every Streamlit helper of the app: state, translations, cached loaders, the sidebar, shared renderers.
 
 Pages read state through these functions, call vit_core, and render. Nothing here does maths.
-Caches: the model once per process (cache_resource; never mutated after loading), the trace once
-per (model id, sha256 of the image bytes) in a bounded cache_data shared by every session.
+Caches: the model once per process (cache_resource; never mutated after loading), the decoded image
+and the trace once per (model id, sha256 of the image bytes), shared by every session without a copy.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +17,23 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vit_core import zoo
+from vit_core import hub, zoo
 from vit_core.card import ModelCard
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
-from vit_core.model import ViTTrace
+from vit_core.trace import TraceCache, ViTTrace
+
+import vit_core  # noqa: E402 - for its package path (the warm-up below)
+
+# Every module a page, vit_core or Streamlit imports lazily, imported here once. app.py imports ui first,
+# and Python lets one thread at a time import a module, so the script threads of sessions that open in
+# the same second wait here for one finished import instead of racing into half-built modules
+# ("partially initialized module 'pandas'").
+WARM_IMPORTS = ["pandas", "pyarrow", "plotly.graph_objects", "plotly.subplots", "plotly.io", "PIL.Image",
+                "huggingface_hub", "safetensors.torch", "streamlit.dataframe_util",
+                *(m.name for m in pkgutil.walk_packages(vit_core.__path__, "vit_core."))]
+for _module in WARM_IMPORTS:
+    importlib.import_module(_module)
 
 ROOT = Path(__file__).resolve().parent
 SAMPLES = ROOT / "assets" / "samples"
@@ -126,6 +140,38 @@ def show_error(err: Exception) -> None:
 
 # ---------------------------------------------------------------- models
 
+MODEL_LIST_TTL_S = 30  # a checkpoint copied into a models folder shows up within this time
+
+
+@st.cache_data(show_spinner=False, ttl=MODEL_LIST_TTL_S)
+def _listed(folders: tuple[str, ...], hub_cache: str) -> list[zoo.ModelEntry]:
+    return zoo.list_models()  # hub cache probes and folder scans: once per TTL, not per rerun
+
+
+def _models() -> list[zoo.ModelEntry]:
+    """The listing for the folders configured now (another VIT_EXPLORER_MODELS or HF cache is another key)."""
+    return _listed(tuple(map(str, zoo.local_dirs())), str(hub.cache_root()))
+
+
+def vit_models() -> dict[str, zoo.ModelEntry]:
+    """The models the sidebar offers, by id (the CNN has its own page), with the one in use always listed."""
+    entries = {e.id: e for e in _models() if e.id not in zoo.NOT_VIT}
+    active = st.session_state["vx.model"]
+    if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
+        entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)
+    return entries
+
+
+def download(model_id: str, progress) -> None:
+    """Fetch a hub model into the cache (raises HubError); the model list shows it cached at once."""
+    hub.download(model_id, progress=progress)
+    _listed.clear()
+
+
+def device_name() -> str:
+    return zoo.device_name()
+
+
 @st.cache_resource(show_spinner=False, max_entries=6)
 def load_model(model_id: str):
     """(model, card), loaded once per process and shared by every session: never mutate it."""
@@ -177,18 +223,20 @@ def _sample(path: Path) -> dict:
 
 def use_image(data: bytes, name: str, sample: bool = False) -> bool:
     """Make uploaded bytes (or a sample's, `sample`) the current image, or keep the previous one and say why."""
+    digest = image_digest(data)
     try:
-        load_image(data)
+        _decoded(digest, data)  # decoded once: the trace reads the same cached image
     except ImageError as err:
         notify("error", err.key, **err.params)
         return False
-    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data), "sample": sample}
+    st.session_state["vx.image"] = {"data": data, "name": name, "digest": digest, "sample": sample}
     st.session_state["vx.patch"] = None
     return True
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def _decoded(digest: str, _data: bytes):
+    """The decoded image (PIL), shared: callers never change it (preprocess returns a new tensor)."""
     return load_image(_data)
 
 
@@ -218,11 +266,23 @@ class Live:
         return self.card.names(lang())
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _trace(model_id: str, digest: str, _data: bytes) -> ViTTrace:
-    model, card = load_model(model_id)
-    pixels = card.preprocess(_decoded(digest, _data))
-    return model.trace(pixels).to("cpu")
+TRACE_CACHE_MB = int(os.environ.get("VIT_EXPLORER_TRACE_CACHE_MB", "1024"))
+
+
+@st.cache_resource(show_spinner=False)
+def traces() -> TraceCache:
+    """Every session's traces, one per (model id, image digest), shared without a copy (a trace's
+    tensors cannot be changed in place: see vit_core.trace) and bounded by bytes, not entries: a
+    ViT-B/16 trace at 224 holds about 100 MB, the embedded model's under 1 MB."""
+    return TraceCache(TRACE_CACHE_MB << 20)
+
+
+def _trace(model_id: str, digest: str, data: bytes) -> ViTTrace:
+    def compute():
+        model, card = load_model(model_id)
+        return model.trace(card.preprocess(_decoded(digest, data))).to("cpu")
+
+    return traces().get((model_id, digest), compute)
 
 
 def live() -> Live:
