@@ -51,7 +51,7 @@ def current_distances(model_id: str, digest: str, _tr) -> np.ndarray:
 def vit_erfs(model_id: str, digest: str, _pixels, token: int, layers: tuple[int, ...]) -> np.ndarray:
     """ERF of `token` at each layer in `layers` (1..L), each divided by its max: (len(layers), H, W)."""
     model, _ = ui.load_model(model_id)
-    maps = [analysis.vit_erf(model, _pixels, layer, token).cpu() for layer in layers]
+    maps = analysis.vit_erfs(model, _pixels, layers, token).cpu()  # one forward, one gradient per layer
     return np.stack([analysis.normalise_peak(m)[0].numpy() for m in maps])
 
 
@@ -67,8 +67,7 @@ def cnn_erfs(cnn_id: str, digest: str, _image, centre: tuple[float, float]):
     y, x = centre[0] * H, centre[1] * W
     cells = [(analysis.nearest_unit(y, fields[n], H)[0], analysis.nearest_unit(x, fields[n], W)[0]) for n in names]
     boxes = [(analysis.rf_span(y, fields[n], H)[1:], analysis.rf_span(x, fields[n], W)[1:]) for n in names]
-    maps = [analysis.normalise_peak(analysis.cnn_erf(cnn, pixels, n, cell).cpu())[0].numpy()
-            for n, cell in zip(names, cells)]
+    maps = [analysis.normalise_peak(m)[0].numpy() for m in analysis.cnn_erfs(cnn, pixels, dict(zip(names, cells))).cpu()]
     return names, np.stack(maps), cells, boxes
 
 
