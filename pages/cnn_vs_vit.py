@@ -120,14 +120,18 @@ def verdict(rows: list[dict]) -> list[str]:
                  n1=rows[i - 1]["size"], n2=rows[i]["size"])]
     else:
         out = [t("cnn.de.pattern.mixed")]
-    for r in rows:
+    notes = [t("cnn.de.seeds." + ("one" if r["seeds"] == 1 else "clear" if r["clear"] else "overlap"), n=r["seeds"])
+             for r in rows]
+    shared = len(set(notes)) == 1  # the same note on every row is said once, after the pattern
+    if shared:
+        out[0] = join(out[0], notes[0])
+    for r, note in zip(rows, notes):
         if r["leader"] is None:
             out.append(t("cnn.de.row_tie", size=r["size"], acc=r["a"]))
             continue
         ahead, behind = (r["a"], r["b"]) if r["leader"] == "vit" else (r["b"], r["a"])
-        seeds = "one" if r["seeds"] == 1 else "clear" if r["clear"] else "overlap"
         out.append(join(t("cnn.de.row", size=r["size"], model=model_name(r["leader"]), pts=100 * abs(r["diff"]),
-                     ahead=ahead, behind=behind), t(f"cnn.de.seeds.{seeds}", n=r["seeds"])))
+                     ahead=ahead, behind=behind), "" if shared else note))
     if len(rows) > 1:
         g0, g1 = -100 * rows[0]["diff"], -100 * rows[-1]["diff"]  # CNN minus ViT, in points
         out.append(t("cnn.de.gap", g0=g0, g1=g1, n0=rows[0]["size"], n1=rows[-1]["size"]))
@@ -221,8 +225,9 @@ with left:
     refs = {t("cnn.rf.ref224", side=VIEW_224.size[0]): VIEW_224.size[0]}
     if cnn_card:
         refs[t("cnn.rf.ref_cnn", side=max(cnn_view.shape[:2]))] = max(cnn_view.shape[:2])
-    ui.plot(vz.rf_by_depth(curves, references=refs, selected=chosen, title=t("cnn.rf.depth_title"), unit=t("cnn.unit"),
-                           x_title=t("cnn.rf.depth_x"), y_title=t("cnn.rf.depth_y")), key="cnn.rf.depth")
+    ui.plot(vz.rf_by_depth(curves, references=refs, selected=chosen, title=t("cnn.rf.depth_title"),
+                           x_title=t("cnn.rf.depth_x"), y_title=t("cnn.rf.depth_y"), hover=t("cnn.rf.depth_hover")),
+            key="cnn.rf.depth")
     st.caption(t("cnn.rf.depth_caption"))
 with right:
     st.subheader(t("cnn.dist.header"))
@@ -262,11 +267,13 @@ vit_map = vmaps[vit_layers.index(layer + 1)]
 vit_frac = analysis.erf_fraction(torch.from_numpy(vmaps)).numpy()
 patch_vit = ((r * P, (r + 1) * P), (c * P, (c + 1) * P))
 hover = t("cnn.erf.hover")
+reached = analysis.ERF_THRESHOLD  # the share of the peak gradient that counts as reached
 erf_cols = st.columns(2)
 with erf_cols[0]:
     ui.plot(vz.erf_map(lv.display, vit_map, patch_box=patch_vit, hover=hover, colorbar_title=t("cnn.erf.cbar"),
                        title=t("cnn.erf.vit_title", layer=layer + 1, token=prefix + r * w + c)), key="cnn.erf.vit")
-    st.metric(t("cnn.erf.fraction", model=model_name("vit")), f"{vit_frac[vit_layers.index(layer + 1)]:.1%}")
+    st.metric(t("cnn.erf.fraction", model=model_name("vit"), threshold=reached),
+              f"{vit_frac[vit_layers.index(layer + 1)]:.1%}")
 if comparable:
     with st.spinner(t("cnn.erf.computing")):
         cnames, cmaps, cells, boxes = cnn_erfs(cnn_id, lv.digest, ui.current_image(), centre)
@@ -276,12 +283,12 @@ if comparable:
         title = t("cnn.erf.cnn_title", layer=cnames[k], i=cells[k][0], j=cells[k][1])
         ui.plot(vz.erf_map(cnn_view, cmaps[k], patch_box=patch_vit, rf_box=boxes[k], hover=hover,
                            colorbar_title=t("cnn.erf.cbar"), title=title), key="cnn.erf.cnn")
-        st.metric(t("cnn.erf.fraction", model=model_name("cnn_ours")), f"{cnn_frac[k]:.1%}")
+        st.metric(t("cnn.erf.fraction", model=model_name("cnn_ours"), threshold=reached), f"{cnn_frac[k]:.1%}")
     st.caption(t("cnn.erf.pairing", layer=layer + 1, cnn_layer=cnames[k], k=k + 1, n=len(cnames)))
     series = {model_name("vit"): 100 * vit_frac, model_name("cnn_ours"): 100 * cnn_frac}
     ui.plot(vz.erf_by_depth(series, selected={model_name("vit"): layer, model_name("cnn_ours"): k},
-                            title=t("cnn.erf.depth_title"), x_title=t("cnn.erf.depth_x"),
-                            y_title=t("cnn.erf.depth_y")), key="cnn.erf.depth")
+                            title=t("cnn.erf.depth_title", threshold=reached), x_title=t("cnn.erf.depth_x"),
+                            y_title=t("cnn.erf.depth_y"), hover=t("cnn.erf.depth_hover")), key="cnn.erf.depth")
     st.markdown(t("cnn.erf.measured", layer=layer + 1, vit=vit_frac[layer], cnn_layer=cnames[k], cnn=cnn_frac[k],
                   vit0=vit_frac[0], cnn0=cnn_frac[0], last=cnames[-1], vitL=vit_frac[-1], cnnL=cnn_frac[-1], L=L))
 else:
@@ -294,7 +301,8 @@ st.markdown(t("cnn.de.claim"))
 loaded = load_data_efficiency()
 if loaded:
     de, rows = loaded
-    legend = {"vit": model_name("vit"), "cnn": model_name("cnn"), "seed": t("cnn.de.seed"), "mean": t("cnn.de.mean")}
+    legend = {"vit": model_name("vit"), "cnn": model_name("cnn"), "seed": t("cnn.de.hover.seed"),
+              "mean": t("cnn.de.hover.mean")}
     ui.plot(vz.data_efficiency(de["runs"], de["summary"], names=legend, title=t("cnn.de.title"),
                                x_title=t("cnn.de.x"), y_title=t("cnn.de.y")), key="cnn.de.fig")
     st.dataframe({t("cnn.de.col.size"): [f"{r['size']:,}" for r in rows],

@@ -568,7 +568,10 @@ def normalise_peak(erf: torch.Tensor) -> torch.Tensor:
     return erf / peak[:, None, None]
 
 
-def erf_fraction(erf: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
+ERF_THRESHOLD = 0.01  # a pixel "is reached" when its gradient is above this share of the map's peak
+
+
+def erf_fraction(erf: torch.Tensor, threshold: float = ERF_THRESHOLD) -> torch.Tensor:
     """Fraction of the input pixels whose gradient is above `threshold` × the map's max: (B, H, W) -> (B,).
     An all-zero map reaches nothing (0)."""
     return (normalise_peak(erf) > threshold).flatten(1).float().mean(1)

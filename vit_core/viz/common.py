@@ -159,7 +159,7 @@ def bars(labels: list[str], values, *, title: str | None = None, x_title: str | 
     colors = [HIGHLIGHT if i == highlight else "#31688e" for i in range(len(values))]
     fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colors,
                            text=[text_format.format(v) for v in values], textposition="auto",
-                           hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
+                           hovertemplate="%{y} · %{x:.4f}<extra></extra>"))  # "·": no colon to pick per language
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title=x_title, range=range_)
     return style(fig, title=title, height=height or 60 + 34 * len(labels))

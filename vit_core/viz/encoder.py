@@ -138,7 +138,7 @@ def grouped_bars(labels: list[str], series: dict[str, np.ndarray], *, x_title: s
         values = np.asarray(values, dtype=float)
         fig.add_trace(go.Bar(x=values, y=labels, name=name, orientation="h", marker_color=PALETTE[i % len(PALETTE)],
                              text=[text_format.format(v) for v in values], textposition="auto",
-                             hovertemplate=name + " · %{y}: %{x:.4f}<extra></extra>"))
+                             hovertemplate=name + " · %{y} · %{x:.4f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title=x_title)
     return style(fig, title=title, height=height or 90 + 24 * len(series) * len(labels), barmode="group",

@@ -45,18 +45,18 @@ def rf_on_image(img: np.ndarray, span_y: tuple[float, float, float], span_x: tup
 
 
 def rf_by_depth(curves: dict[str, tuple[list[str], list[int]]], *, references: dict[str, float],
-                selected: dict[str, int], title: str, x_title: str, y_title: str, unit: str = "px",
-                height: int = 420) -> go.Figure:
+                selected: dict[str, int], title: str, x_title: str, y_title: str,
+                hover: str = "%{customdata}: %{y} px", height: int = 420) -> go.Figure:
     """Receptive field (log scale) against layer number, one curve per network, the selected layer of each
     ringed, and dashed reference lines (the input sides) so "the field covers the image" is visible.
-    `unit` is the translated word for pixels in the hover text."""
+    `hover` is the translated text after the network's name (%{customdata} the layer, %{y} its field)."""
     fig = go.Figure()
     for i, (name, (layers, rfs)) in enumerate(curves.items()):
         x = np.arange(1, len(rfs) + 1)
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=x, y=rfs, name=name, mode="lines+markers", customdata=layers,
                                  line=dict(color=color), marker=dict(size=5),
-                                 hovertemplate=f"{name} · %{{customdata}}: %{{y}} {unit}<extra></extra>"))
+                                 hovertemplate=f"{name} · {hover}<extra></extra>"))
         _ring(fig, rfs, selected.get(name), size=16)
     longest = max(len(rfs) for _, rfs in curves.values())
     for j, (label, value) in enumerate(references.items()):  # traces, not add_hline: shapes on a log axis want log10(y)
@@ -117,14 +117,15 @@ def erf_map(img: np.ndarray, erf: np.ndarray, *, title: str, colorbar_title: str
 
 
 def erf_by_depth(series: dict[str, np.ndarray], *, selected: dict[str, int], title: str, x_title: str,
-                 y_title: str, height: int = 380) -> go.Figure:
-    """Share of the image each model's gradient reaches (%) against layer number, selected layers ringed."""
+                 y_title: str, hover: str = "%{x}: %{y:.1f}%", height: int = 380) -> go.Figure:
+    """Share of the image each model's gradient reaches (%) against layer number, selected layers ringed.
+    `hover` is the translated text after the model's name (%{x} the layer, %{y} the share)."""
     fig = go.Figure()
     for i, (name, ys) in enumerate(series.items()):
         x = np.arange(1, len(ys) + 1)
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=x, y=ys, name=name, mode="lines+markers", line=dict(color=color, width=3),
-                                 hovertemplate=name + " · %{x}: %{y:.1f}%<extra></extra>"))
+                                 hovertemplate=f"{name} · {hover}<extra></extra>"))
         _ring(fig, ys, selected.get(name), size=18)
     fig.update_xaxes(title=x_title, tickmode="linear", dtick=1)
     fig.update_yaxes(title=y_title, range=[0, 105], ticksuffix="%")
@@ -136,13 +137,14 @@ def data_efficiency(runs: list[dict], summary: dict, *, names: dict[str, str], t
     """Test accuracy against training-set size (log x): every seed as a point, the mean as a line.
 
     `runs` and `summary` are `assets/data_efficiency.json`'s; `names` maps a model key ("vit", "cnn")
-    to its label, and has "seed" and "mean" for the hover text. Each trace's legendgroup is the model key.
+    to its label, and has "seed" and "mean", the hover texts after a label (%{customdata} the seed, %{y} the
+    accuracy in %). Each trace's legendgroup is the model key.
     """
     fig = go.Figure()
     for i, (model, label) in enumerate((k, v) for k, v in names.items() if k in summary):
         color = PALETTE[i % len(PALETTE)]
         mine = [r for r in runs if r["model"] == model]
-        seed_hover = label + " · " + names["seed"] + " %{customdata}: %{y:.2f}%<extra></extra>"
+        seed_hover = f"{label} · {names['seed']}<extra></extra>"
         fig.add_trace(go.Scatter(x=[r["train_size"] for r in mine], y=[100 * r["test_accuracy"] for r in mine],
                                  customdata=[r["seed"] for r in mine], mode="markers", name=label,
                                  legendgroup=model, showlegend=False, marker=dict(color=color, size=9, opacity=0.55),
@@ -151,7 +153,7 @@ def data_efficiency(runs: list[dict], summary: dict, *, names: dict[str, str], t
         fig.add_trace(go.Scatter(x=[int(s) for s in sizes], y=[100 * summary[model][s]["mean"] for s in sizes],
                                  mode="lines+markers", name=label, legendgroup=model,
                                  line=dict(color=color, width=3), marker=dict(size=7, symbol="square"),
-                                 hovertemplate=f"{label} · {names['mean']}: %{{y:.2f}}%<extra></extra>"))
+                                 hovertemplate=f"{label} · {names['mean']}<extra></extra>"))
     # ticks at the measured sizes, written out in full ("10,000", not plotly's "10k") in either language
     fig.update_xaxes(title=x_title, type="log", tickvals=sorted({r["train_size"] for r in runs}), tickformat=",")
     fig.update_yaxes(title=y_title, ticksuffix="%")
