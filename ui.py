@@ -22,6 +22,7 @@ from vit_core.card import ModelCard
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
 from vit_core.trace import TraceCache, ViTTrace
+from vit_core.weights import GENERIC_CLASS
 
 import vit_core  # noqa: E402 - for its package path (the warm-up below)
 
@@ -263,7 +264,9 @@ class Live:
         return self.card.preprocess.to_display(self.trace.pixels)
 
     def class_names(self) -> list[str]:
-        return self.card.names(lang())
+        """The classes in the current language; a checkpoint's numbered stand-ins ("class 3") translated."""
+        return [t("app.class_number", i=i) if name == GENERIC_CLASS.format(i) else name
+                for i, name in enumerate(self.card.names(lang()))]
 
 
 TRACE_CACHE_MB = int(os.environ.get("VIT_EXPLORER_TRACE_CACHE_MB", "1024"))

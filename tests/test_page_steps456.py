@@ -352,6 +352,23 @@ def test_deit_with_a_non_square_grid_and_1000_classes(deit_model):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("lang", LANGS)
+def test_classes_a_checkpoint_leaves_unnamed_are_numbered_in_the_page_language(lang, tmp_path):
+    from apptest import save_vit
+    from vit_core.card import Preprocess
+    from vit_core.weights import class_names
+
+    cfg = ViTConfig(image_size=(32, 32), patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_dim=64, num_classes=4)
+    unnamed = class_names(4)  # what a checkpoint without labels gets: "class 0" … "class 3"
+    model = save_vit(tmp_path, "unnamed", cfg, unnamed, seed=2, std=0.15, preprocess=Preprocess(size=(32, 32)))
+    at = open_app(lang, "pages/step6_classify.py", **{"vx.model": model})
+    assert_clean(at)
+    shown = chart(at, "step6.logits")[0]["y"]
+    assert sorted(shown) == sorted(translate("app.class_number", lang, i=i) for i in range(4))
+    assert lang == "en" or not set(shown) & set(unnamed), "no English class name on a Chinese page"
+
+
+@pytest.mark.slow
 def test_a_cnn_gets_a_message_not_a_traceback(tmp_path):
     from vit_core.card import ModelCard, Preprocess
     from vit_core.cnn import DEFAULT_CONFIG, build_cnn

@@ -441,6 +441,9 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(json.loads((ROOT / "assets" / "imagenet_classes.json").read_text(encoding="utf-8")))
 
 
+GENERIC_CLASS = "class {}"  # the name of class i when a checkpoint names none (the UI translates it)
+
+
 def class_names(n: int, names=None) -> list[str]:
     """The file's own names when they say something; ImageNet-1k's for 1000 classes; else "class i"."""
     if isinstance(names, dict):  # id2label {"0": ...}
@@ -451,7 +454,7 @@ def class_names(n: int, names=None) -> list[str]:
         return list(imagenet_classes())  # the same classes; our short names ("tench, Tinca tinca" -> "tench")
     if len(names) == n and not generic and all(names):
         return [str(x) for x in names]
-    return [f"class {i}" for i in range(n)]
+    return [GENERIC_CLASS.format(i) for i in range(n)]
 
 
 @lru_cache(maxsize=1)
