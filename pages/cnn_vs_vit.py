@@ -13,7 +13,7 @@ import streamlit as st
 import torch
 
 import ui
-from vit_core import analysis
+from vit_core import analysis, zoo
 from vit_core.card import Preprocess
 from vit_core.cnn import layer_specs
 from vit_core.viz import reach as vz
@@ -139,6 +139,17 @@ def verdict(rows: list[dict]) -> list[str]:
         trend = "to_vit" if g1 < g0 - 0.1 else "to_cnn" if g1 > g0 + 0.1 else "flat"  # the claim expects "to_vit"
         out.append(join(t(f"cnn.de.support.{small}", n=rows[0]["size"]), t(f"cnn.de.trend.{trend}")))
     return out
+
+
+def fully_trained(de: dict, rows: list[dict]) -> str | None:
+    """The embedded ViT (the same architecture) trained to the end, from its card, beside what the budget reached."""
+    try:
+        card = json.loads(zoo.embedded_path("fmnist-vit").with_suffix(".json").read_text(encoding="utf-8"))["extra"]
+        vit = [r["a"] for r in rows]
+        return t("cnn.de.fully_trained", acc=card["test_accuracy"], steps=card["steps"], epochs=card["epochs"],
+                 train=card["train_size"], budget=de["rules"]["steps"], lo=min(vit), hi=max(vit))
+    except (OSError, KeyError, ValueError, TypeError):  # no card, or one without these facts: say nothing
+        return None
 
 
 def rules(de: dict) -> list[str]:
@@ -311,7 +322,7 @@ if loaded:
                   t("cnn.de.col.diff"): [f"{-100 * r['diff']:+.2f}" for r in rows],
                   t("cnn.de.col.seeds"): [r["seeds"] for r in rows]}, hide_index=True)
     st.subheader(t("cnn.de.ours", steps=de.get("rules", {}).get("steps", "?")))
-    said = verdict(rows)
+    said = verdict(rows) + [s for s in [fully_trained(de, rows)] if s]
     st.markdown("\n".join("- " + s for s in said))
     st.subheader(t("cnn.de.rules"))
     st.markdown("\n".join("- " + s for s in rules(de)))

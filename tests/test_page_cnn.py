@@ -260,6 +260,10 @@ def test_the_measurement_sentence_follows_the_json(assets, monkeypatch, tmp_path
     first = ours()
     assert first and translate("cnn.de.pattern.all", "en", model="CNN", n=3) in first[0]
     assert "15.0 points" in first[0]  # 1,000 images: 75 % vs 60 %
+    card = json.loads(zoo.embedded_path("fmnist-vit").with_suffix(".json").read_text(encoding="utf-8"))["extra"]
+    scale = translate("cnn.de.fully_trained", "en", acc=card["test_accuracy"], steps=card["steps"], epochs=card["epochs"],
+                      train=card["train_size"], budget=900, lo=0.60, hi=0.85)  # the ViT's range within the budget
+    assert any(scale in m.value for m in at.markdown), "the budget set against the fully trained ViT's card"
     at.session_state["cnn.de_json"] = vit_wins
     at.run()
     second = ours()
