@@ -17,6 +17,39 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = pytest.mark.slow
 
+# In a Chinese figure (titles, axes, ticks, legends, hover texts, colour scales, labels) Latin letters may
+# only spell names, formulas and layer identifiers; anything else is English left on a Chinese page.
+NAMES = {"CLS", "DIST", "ViT", "CNN", "MLP", "ResNet", "VGG", "Fashion-MNIST", "DeiT", "ImageNet", "logit", "logits",
+         "softmax", "GELU"}
+NOT_WORDS = re.compile(r"%\{[^{}]*\}|<[^<>]*>|\b[a-z]+\d[\w.]*|\w+_\w+")  # blanks, markup, layer2.3.conv3, E_pos
+WORD = re.compile(r"[A-Za-z][A-Za-z-]*[A-Za-z]{2}|\bpx\b")
+
+
+def figure_texts(spec) -> list[str]:
+    """Every text a plotly figure shows: titles, tick texts, annotations, trace names, hover texts, data labels
+    and categories (a bar chart's class names)."""
+    out = []
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key == "shapes":  # outlines: their names are ids, never drawn
+                continue
+            categories = key in ("x", "y") and isinstance(value, list) and value and isinstance(value[0], str)
+            shown = key in ("text", "name", "hovertemplate", "ticktext") or (key == "title" and isinstance(value, str))
+            if categories or shown:
+                out += [str(v) for v in (value if isinstance(value, list) else [value])]
+            else:
+                out += figure_texts(value)
+    elif isinstance(spec, list) and spec and isinstance(spec[0], (dict, list)):
+        out += [t for item in spec for t in figure_texts(item)]
+    return out
+
+
+def english_in_figures(at) -> list[str]:
+    import json
+
+    texts = [x for c in at.get("plotly_chart") for x in figure_texts(json.loads(c.proto.spec))]
+    return sorted({w for x in texts for w in WORD.findall(NOT_WORDS.sub(" ", x)) if w not in NAMES})
+
 
 def test_every_page_exists_in_the_navigation():
     app = (ROOT / "app.py").read_text(encoding="utf-8")
@@ -33,6 +66,8 @@ def test_page_renders_in_both_languages(page, lang):
     title = at.title[0].value
     assert bool(CJK.search(title)) == (lang == "zh"), title
     assert at.get("plotly_chart"), "every page shows at least one live chart"
+    if lang == "zh":
+        assert not english_in_figures(at), "English in a Chinese figure"
 
 
 def _jpeg(size=(320, 240), color=(200, 30, 30)) -> bytes:
@@ -132,11 +167,14 @@ def test_sidebar_offers_every_sample_and_the_device():
     assert any("CPU" in c.value or "CUDA" in c.value for c in at.sidebar.caption)
 
 
+@pytest.mark.parametrize("lang", ["en", "zh"])
 @pytest.mark.parametrize("page", PAGES)
-def test_pages_work_for_an_rgb_deit_on_a_non_square_grid(page, deit_model):
-    at = open_app("en", page, **{"vx.model": deit_model})
+def test_pages_work_for_an_rgb_deit_on_a_non_square_grid(page, lang, deit_model):
+    at = open_app(lang, page, **{"vx.model": deit_model})
     assert_clean(at)
     assert at.session_state["vx.model"] == deit_model
+    if lang == "zh":  # two prefix tokens, 1000 ImageNet classes: their labels too
+        assert not english_in_figures(at), "English in a Chinese figure"
 
 
 # ----------------------------------------------------------------------------- switching the language

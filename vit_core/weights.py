@@ -568,6 +568,7 @@ def _card_next_to(path: Path) -> Path | None:
 
 def _load_pair(card_path: Path) -> tuple[nn.Module, ModelCard]:
     card = ModelCard.load(card_path)
+    card.class_names_zh = card.class_names_zh or class_names_zh(card.class_names)  # a card saved without them
     weights = card_path.with_suffix(".safetensors")
     sd = read_weights(weights)
     if card.arch == "cnn":
