@@ -375,7 +375,9 @@ def apply_view(v: dict) -> str | None:
             pass
     if v.get("image") in _sample_digests() and v["image"] != s["vx.image"]["name"]:
         s["vx.image"] = _sample(SAMPLES / v["image"])
-        s["vx.sample"], s["vx.image_source"] = v["image"], "sample"
+        for key, value in (("vx.sample", v["image"]), ("vx.image_source", "sample")):
+            if s.get(key) != value:  # the sidebar's widgets show it too
+                s[key] = value
     patch = v.get("patch", ())
     if patch is None or (isinstance(patch, list) and len(patch) == 2 and all(type(x) is int and 0 <= x < 4096
                                                                               for x in patch)):
@@ -454,7 +456,8 @@ def resume_class() -> None:
 
 def join_class(code: str, name: str) -> None:
     session = st.session_state.setdefault("vx.class.session", secrets.token_hex(8))  # rate limits count per session
-    address = st.context.ip_address if hasattr(st, "context") else None
+    address = getattr(getattr(st, "context", None), "ip_address", None)
+    address = address if isinstance(address, str) else None  # None on localhost (and in AppTest)
     student = _class_call(class_store().join, code, name, session, address)
     if student:
         st.session_state["vx.class"] = {"code": classroom.store.normalise_code(code), "role": "student",
@@ -501,7 +504,7 @@ def class_bar() -> None:
             _teacher_tick()
         else:
             st.toggle(t("classroom.bar.follow"), key="vx.class.follow", help=t("classroom.bar.follow_help"),
-                      on_change=lambda: st.session_state.update({"vx.class.seen": None}))
+                      on_change=lambda: st.session_state.update({"vx.class.seen": None}), persist_state="session")
             _student_tick()
 
 
