@@ -20,7 +20,7 @@ import torch
 
 from vit_core import classroom, viz, zoo
 from vit_core.card import ModelCard
-from vit_core.i18n import translate
+from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
 from vit_core.model import ViTTrace
 
@@ -61,6 +61,11 @@ def t(key: str, **params) -> str:
     return translate(key, lang(), **params)
 
 
+def join(*sentences: str) -> str:
+    """Sentences as one text: Chinese puts no space between them, English one."""
+    return ("" if lang() == "zh" else " ").join(s for s in sentences if s)
+
+
 def persist(key: str):
     """Keep a page widget's value when the user visits another page and comes back.
 
@@ -72,16 +77,50 @@ def persist(key: str):
     return key
 
 
+def setting(key: str, default, valid=lambda v: True) -> str:
+    """A page widget's key: its value survives page switches and falls back to `default` when the model
+    or image makes it meaningless (draw the widget without value=: state is the one source)."""
+    persist(key)
+    if key not in st.session_state or not valid(st.session_state[key]):
+        st.session_state[key] = default
+    return key
+
+
+def choice(widget, label: str, options, labels: dict, *, key: str, default=None, on_change=None, **kwargs):
+    """A choice among stable ids (file names, model ids, setting names) shown with translated labels.
+
+    The browser sends a choice widget's *label* back, not its option, so after a language switch its
+    next message carries the old language's label. Here the value is an id kept under `key` (plain
+    state, never a widget key); the widget itself is keyed by the language as well, so a switch draws a
+    fresh widget that starts from the id while the old one, no longer drawn, is dropped with its stale
+    label. A value that is not one of `options` is ignored and the current choice kept. `on_change(id)`
+    runs when the user picks another option. `widget` is st.selectbox, st.radio, ... or a column's.
+    """
+    options = list(options)
+    if st.session_state.get(key) not in options and not (st.session_state.get(key) is None is default):
+        st.session_state[key] = default
+    shown = f"{key}@{lang()}"
+    st.session_state[shown] = st.session_state[key]
+
+    def picked():
+        value = st.session_state.get(shown)
+        if value in options and value != st.session_state[key]:
+            st.session_state[key] = value
+            if on_change:
+                on_change(value)
+
+    widget(label, options, format_func=lambda o: labels.get(o, str(o)), key=shown, on_change=picked, **kwargs)
+    return st.session_state[key]
+
+
 def notify(kind: str, key: str, **params) -> None:
     st.session_state["vx.notice"] = (kind, key, params)
 
 
 def error_text(err: Exception) -> str:
-    """A failure as one translated sentence: vit_core errors carry a message key and its params."""
-    key = getattr(err, "key", None)
-    if key:
-        return t(key, **(getattr(err, "params", None) or {}))
-    return t("app.error.unexpected", detail=f"{type(err).__name__}: {err}"[:300])
+    """A failure as one translated sentence: vit_core errors carry message keys (details too) and params."""
+    text = explain(err, lang())
+    return text if text is not None else t("app.error.unexpected", detail=f"{type(err).__name__}: {err}"[:300])
 
 
 def show_error(err: Exception) -> None:
@@ -127,19 +166,26 @@ def sample_label(path: Path) -> str:
     return t(f"app.sample.{path.stem}")
 
 
+def image_label() -> str:
+    """The current image as the reader should see it named: a sample by its translated title, an upload by
+    its file name."""
+    img = st.session_state["vx.image"]
+    return sample_label(SAMPLES / img["name"]) if img.get("sample") else img["name"]
+
+
 def _sample(path: Path) -> dict:
     data = path.read_bytes()
-    return {"data": data, "name": path.name, "digest": image_digest(data)}
+    return {"data": data, "name": path.name, "digest": image_digest(data), "sample": True}
 
 
-def use_image(data: bytes, name: str) -> bool:
-    """Make uploaded bytes the current image, or keep the previous one and say why."""
+def use_image(data: bytes, name: str, sample: bool = False) -> bool:
+    """Make uploaded bytes (or a sample's, `sample`) the current image, or keep the previous one and say why."""
     try:
         load_image(data)
     except ImageError as err:
         notify("error", err.key, **err.params)
         return False
-    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data)}
+    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data), "sample": sample}
     st.session_state["vx.patch"] = None
     return True
 
