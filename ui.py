@@ -665,17 +665,18 @@ def answer_form(q, qid: str, lv: Live) -> None:
         st.plotly_chart(fig, key=key, on_select=functools.partial(_clicked, q, qid, key), selection_mode="points",
                         config={"displayModeBar": False})
         return
-    with st.form(f"classroom.answer.{qid}", border=False):
-        if q.kind == "choice":
-            names = dict(zip(q.options, q.labels[lang()]))
-            value = st.radio(t("classroom.student.choose"), q.options, index=None, format_func=names.get)
-        elif q.kind == "number":
-            value = st.number_input(t("classroom.student.number"), 0, classroom.questions.MAX_NUMBER, value=None, step=1)
-        else:
-            heads = {h: t("classroom.head", h=h) for h in q.options}
-            value = st.multiselect(t("classroom.student.order"), q.options, format_func=heads.get)
-        if st.form_submit_button(t("classroom.student.send"), type="primary"):
-            send_answer(q, qid, value)
+    key = f"classroom.answer.{qid}"  # no form: ui.choice needs its callback, which a form does not allow
+    if q.kind == "choice":
+        st.session_state.setdefault(key, None)  # no option picked yet (ui.choice reads the key before it sets it)
+        value = choice(st.radio, t("classroom.student.choose"), q.options, dict(zip(q.options, q.labels[lang()])), key=key)
+    elif q.kind == "number":
+        value = st.number_input(t("classroom.student.number"), 0, classroom.questions.MAX_NUMBER, value=None, step=1,
+                                key=key)
+    else:  # a multiselect sends its labels back too: keyed by the language, a switch draws a fresh one
+        heads = {h: t("classroom.head", h=h) for h in q.options}
+        value = st.multiselect(t("classroom.student.order"), q.options, format_func=heads.get, key=f"{key}@{lang()}")
+    if st.button(t("classroom.student.send"), type="primary", key=f"{key}.send"):
+        send_answer(q, qid, value)
 
 
 def show_tally(q, answers: list, revealed: bool, lv: Live) -> None:

@@ -66,7 +66,7 @@ if c["role"] == "teacher":
     ids = list(questions.templates())
     prompts = {i: questions.templates()[i].prompt[ui.lang()] for i in ids}
     pick, go = st.columns([4, 1], vertical_alignment="bottom")
-    chosen = pick.selectbox(t("classroom.ask.pick"), ids, format_func=prompts.get, key="classroom.template")
+    chosen = ui.choice(pick.selectbox, t("classroom.ask.pick"), ids, prompts, key="classroom.template", default=ids[0])
     if go.button(t("classroom.ask.button"), type="primary", key="classroom.ask"):
         ui.ask(chosen)
         st.rerun()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from apptest import assert_clean, open_app
+from apptest import assert_clean, choice, open_app
 from vit_core.classroom import questions
 from vit_core.i18n import translate
 
@@ -69,7 +69,7 @@ def test_the_class_follows_the_teacher_and_answers(store_lang):
         assert c["token"] not in shown(s) and "token" not in s.session_state["vx.class"]
 
     # the teacher picks another sample, goes to the encoder and picks layer 3, head 2, patch (1, 5)
-    teacher.sidebar.selectbox(key="vx.sample").select("fmnist_bag.png").run()
+    choice(teacher, "selectbox", "vx.sample").select("fmnist_bag.png").run()
     teacher.switch_page("pages/step5_encoder.py").run()
     teacher.slider(key="vx.enc.layer").set_value(3).run()
     teacher.slider(key="vx.enc.head").set_value(2).run()
@@ -99,7 +99,7 @@ def test_the_class_follows_the_teacher_and_answers(store_lang):
 
     # the teacher asks on the classroom page: Ada follows there, Bo goes there himself
     teacher.switch_page("pages/classroom.py").run()
-    teacher.selectbox(key="classroom.template").select("predict").run()
+    choice(teacher, "selectbox", "classroom.template").select("predict").run()
     teacher.button(key="classroom.ask").click().run()
     teacher.run()
     assert_clean(teacher)
@@ -113,10 +113,11 @@ def test_the_class_follows_the_teacher_and_answers(store_lang):
     q = questions.Question.from_json(state.asked.question)
     assert ada.subheader[-1].value == q.text("prompt", "zh") and bo.subheader[-1].value == q.text("prompt", "en")
     wrong = next(o for o in q.options if o != q.answer)
-    ada.radio[0].set_value(q.answer)
-    ada.form_submit_button[0].click().run()
-    bo.radio[0].set_value(wrong)
-    bo.form_submit_button[0].click().run()
+    send = f"classroom.answer.{state.asked.id}"
+    choice(ada, "radio", send).set_value(q.answer).run()
+    ada.button(key=f"{send}.send").click().run()
+    choice(bo, "radio", send).set_value(wrong).run()
+    bo.button(key=f"{send}.send").click().run()
     for s in (ada, bo):
         assert_clean(s)
     teacher.run()
@@ -135,11 +136,12 @@ def test_the_class_follows_the_teacher_and_answers(store_lang):
     assert translate("classroom.student.wrong", "en", answer=q.label(wrong, "en")) in shown(bo)
 
     # a number question: the answer (197 tokens for ViT-B/16 at 224) is computed, and a typed one is counted
-    teacher.selectbox(key="classroom.template").select("tokens_b16").run()
+    choice(teacher, "selectbox", "classroom.template").select("tokens_b16").run()
     teacher.button(key="classroom.ask").click().run()
     ada.run()
-    ada.number_input[0].set_value(197)
-    ada.form_submit_button[0].click().run()
+    send = f"classroom.answer.{class_store().state(c['code']).asked.id}"
+    ada.number_input(key=send).set_value(197)
+    ada.button(key=f"{send}.send").click().run()
     assert_clean(ada)
     teacher.button(key="classroom.reveal").click().run()
     assert {m.label: m.value for m in teacher.metric}[translate("classroom.tally.correct", lang)] == "100%"
