@@ -64,7 +64,7 @@ if c["role"] == "teacher":
 
     st.subheader(t("classroom.ask.title"))
     ids = list(questions.templates())
-    prompts = {i: questions.templates()[i].prompt[ui.lang()] for i in ids}
+    prompts = {i: questions.title(i, ui.lang()) for i in ids}
     pick, go = st.columns([4, 1], vertical_alignment="bottom")
     chosen = ui.choice(pick.selectbox, t("classroom.ask.pick"), ids, prompts, key="classroom.template", default=ids[0])
     if go.button(t("classroom.ask.button"), type="primary", key="classroom.ask"):

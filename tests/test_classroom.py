@@ -230,9 +230,11 @@ def test_templates_are_complete_in_both_languages():
     raw = json.loads(questions.TEMPLATES.read_text(encoding="utf-8"))
     assert all("answer" not in t["params"] for t in raw), "answers are computed, never written in the file"
     for t in templates.values():
-        for part in (t.prompt, t.reveal):
+        for part in (t.title, t.prompt, t.reveal):
             assert set(part) == {"en", "zh"} and CJK.search(part["zh"]), t.id
             assert placeholders(part["en"]) == placeholders(part["zh"]), t.id
+        for lang in ("en", "zh"):  # a title says what it asks before any trace: its blanks are the settings
+            assert "{" not in questions.title(t.id, lang) and bool(CJK.search(questions.title(t.id, lang))) == (lang == "zh")
 
 
 def test_answers_come_from_the_trace(live):

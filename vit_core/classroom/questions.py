@@ -31,7 +31,8 @@ class Template:
     kind: str  # how students answer: click a patch, pick one option, type a number, order options
     compute: str  # the function of COMPUTE that reads the answer off the trace
     params: dict  # its settings (a layer, an image size, ...); they also fill the texts' blanks
-    prompt: dict  # {"en": ..., "zh": ...}
+    title: dict  # {"en": ..., "zh": ...}: the teacher's short name for it (its blanks: params only)
+    prompt: dict  # the question as the class reads it
     reveal: dict  # the same, said once the model's answer is shown: its blanks also take {answer}
 
 
@@ -42,6 +43,11 @@ def templates() -> dict[str, Template]:
         if t.kind not in KINDS or t.compute not in COMPUTE:
             raise ValueError(f"{TEMPLATES.name}: {t.id} has kind {t.kind!r} / compute {t.compute!r}")
     return {t.id: t for t in items}
+
+
+def title(template_id: str, lang: str) -> str:
+    t = templates()[template_id]
+    return t.title[lang].format(**t.params)
 
 
 @dataclass(frozen=True)
