@@ -156,6 +156,8 @@ def test_students_follow_the_teacher_and_the_teacher_sees_their_answers(server, 
         shot(s, f"{lang}_student_{s_lang}_revealed")
     print(f"follow latency ({lang}): page {latencies[0]:.2f} s, patch {latencies[1]:.2f} s, "
           f"back to the classroom {latencies[2]:.2f} s")
-    assert max(latencies) < 10, latencies  # ~1 s on an idle machine; loose for a loaded CI box
+    # The server side takes ~0.1-1 s (the students' 1 s poll, then one run); the rest is three Chromium
+    # pages drawing their charts on one machine: 0.5-2 s when it is idle, 5-13 s seen on a loaded 2-core box.
+    assert max(latencies) < float(os.environ.get("VX_FOLLOW_MAX_S", 20)), latencies
     for page in [teacher] + [s for s, _ in students]:
         page.context.close()
