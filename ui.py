@@ -633,15 +633,17 @@ def my_answer(qid: str):
     return st.session_state.get("vx.class.mine", {}).get(qid)
 
 
-def send_answer(q: classroom.questions.Question, qid: str, value) -> None:
+def send_answer(q: classroom.questions.Question, qid: str, value) -> bool:
     c = my_class()
     try:
         value = q.check(value)
     except classroom.ClassroomError as err:
         show_error(err)
-        return
-    if _class_call(class_store().answer, c["code"], c["student"], qid, value):
-        st.session_state.setdefault("vx.class.mine", {})[qid] = value
+        return False
+    if not _class_call(class_store().answer, c["code"], c["student"], qid, value):
+        return False
+    st.session_state.setdefault("vx.class.mine", {})[qid] = value
+    return True
 
 
 def _clicked(q, qid: str, key: str) -> None:
@@ -675,8 +677,8 @@ def answer_form(q, qid: str, lv: Live) -> None:
     else:  # a multiselect sends its labels back too: keyed by the language, a switch draws a fresh one
         heads = {h: t("classroom.head", h=h) for h in q.options}
         value = st.multiselect(t("classroom.student.order"), q.options, format_func=heads.get, key=f"{key}@{lang()}")
-    if st.button(t("classroom.student.send"), type="primary", key=f"{key}.send"):
-        send_answer(q, qid, value)
+    if st.button(t("classroom.student.send"), type="primary", key=f"{key}.send") and send_answer(q, qid, value):
+        st.rerun()  # draw the page again, the answer confirmed
 
 
 def show_tally(q, answers: list, revealed: bool, lv: Live) -> None:

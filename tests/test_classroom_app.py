@@ -184,3 +184,29 @@ def test_the_teacher_link_reopens_the_class_and_leaves_the_address_bar(store_lan
     forged.switch_page("pages/classroom.py").run()
     assert [e.value for e in forged.error] == [translate("classroom.error.not_teacher", lang)]
     assert "vx.class" not in forged.session_state
+
+
+def test_switching_the_language_keeps_the_question_and_the_picked_answer(monkeypatch):
+    """ui.choice in the classroom: the teacher's question picker and a student's picked option are ids, so
+    a language switch (whose next message carries the old language's label) keeps them both."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    teacher, c = start_class("en")
+    choice(teacher, "selectbox", "classroom.template").select("predict").run()
+    teacher.sidebar.button_group(key="vx.lang").set_value("zh").run()
+    assert choice(teacher, "selectbox", "classroom.template").value == "predict"
+    teacher.button(key="classroom.ask").click().run()
+    assert_clean(teacher)
+    student = join(c["code"], "Cy", "en")
+    from ui import class_store
+
+    asked = class_store().state(c["code"]).asked
+    q, key = questions.Question.from_json(asked.question), f"classroom.answer.{asked.id}"
+    wrong = next(o for o in q.options if o != q.answer)
+    choice(student, "radio", key).set_value(wrong).run()
+    student.sidebar.button_group(key="vx.lang").set_value("zh").run()
+    assert_clean(student)
+    assert choice(student, "radio", key).value == wrong, "the picked option survives the switch"
+    student.button(key=f"{key}.send").click().run()
+    assert translate("classroom.student.sent", "zh", answer=q.label(wrong, "zh")) in shown(student)
+    teacher.run()
+    assert {m.label: m.value for m in teacher.metric}[translate("classroom.tally.answers", "zh")] == "1"
