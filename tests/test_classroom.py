@@ -237,6 +237,14 @@ def test_templates_are_complete_in_both_languages():
             assert "{" not in questions.title(t.id, lang) and bool(CJK.search(questions.title(t.id, lang))) == (lang == "zh")
 
 
+def test_templates_keep_to_the_glossary():
+    from test_glossary import violations
+
+    texts = {f"questions.{t.id}.{part}": getattr(t, part) for t in questions.templates().values()
+             for part in ("title", "prompt", "reveal")}
+    assert not violations(texts), violations(texts)
+
+
 def test_answers_come_from_the_trace(live):
     trace, card = live
     p = trace.num_prefix_tokens
