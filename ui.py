@@ -360,9 +360,12 @@ LAB_SETTINGS = {
     "rollout.residual": lambda v: isinstance(v, bool),
     "rollout.fusion": lambda v: v in ("mean", "max", "min"),
     "rollout.discard": lambda v: type(v) in (int, float) and 0 <= v <= 0.95,
+    "rollout.class": lambda v: type(v) is int and 0 <= v < 100_000,
+    "rollout.target": lambda v: v in ("rollout", "gradient"),
     "step4.stage": lambda v: type(v) is int and v in (1, 2, 3),
     "step6.topk": lambda v: type(v) is int and 1 <= v <= 1000,
     "vx.step1.whatif": lambda v: type(v) is int and 1 <= v <= 4096,
+    "vx.step3.ref": lambda v: v in ("patch", "0", "1"),
     "vx.step3.height": lambda v: type(v) is int and 1 <= v <= 4096,
     "vx.step3.width": lambda v: type(v) is int and 1 <= v <= 4096,
 }

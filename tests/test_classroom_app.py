@@ -210,3 +210,19 @@ def test_switching_the_language_keeps_the_question_and_the_picked_answer(monkeyp
     assert translate("classroom.student.sent", "zh", answer=q.label(wrong, "zh")) in shown(student)
     teacher.run()
     assert {m.label: m.value for m in teacher.metric}[translate("classroom.tally.answers", "zh")] == "1"
+
+
+def test_a_follower_gets_the_teacher_s_lab_settings(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    teacher, c = start_class("en")
+    student = join(c["code"], "Di", "zh")
+    teacher.switch_page("pages/rollout_lab.py").run()
+    choice(teacher, "radio", "rollout.fusion").set_value("max").run()
+    teacher.slider(key="rollout.discard").set_value(0.3).run()
+    teacher.run()  # the broadcast tick
+    assert_clean(teacher)
+    student.run()
+    assert_clean(student)
+    assert student.title[0].value == translate("rollout.title", "zh")
+    assert choice(student, "radio", "rollout.fusion").value == "max"
+    assert student.slider(key="rollout.discard").value == 0.3
