@@ -704,6 +704,9 @@ def show_tally(q, answers: list, revealed: bool, lv: Live) -> None:
         title, bar = t(f"classroom.tally.{name}"), t(f"classroom.tally.{name}_bar")
         fig = (viz.overlay(lv.display, values, lv.trace.shapes.P, colorbar_title=bar, title=title, zmin=0, selected=mark)
                if same else viz.heatmap(values, colorbar_title=bar, title=title, square=True, marks=[mark] if mark else []))
+        if name == "clicks":  # counts: whole ticks, whole numbers on hover
+            fig.update_traces(colorbar_dtick=max(1, int(np.ceil(np.max(values) / 5))), hovertemplate="%{z:.0f}<extra></extra>",
+                              selector={"type": "heatmap"})
         with col:
             plot(fig, key=f"classroom.{name}")
 
