@@ -96,7 +96,7 @@ def test_students_follow_the_teacher_and_the_teacher_sees_their_answers(server, 
         s.get_by_role("button", name=translate("classroom.join.button", s_lang), exact=True).click()
         s.locator('[data-testid="stSidebar"]').get_by_text(translate("classroom.bar.follow", s_lang), exact=True) \
             .wait_for(timeout=60_000)
-        s.get_by_text(f"<b>{s_lang}</b> *student*").wait_for(timeout=30_000)  # the typed name, shown as typed
+        s.get_by_text(f"<b>{s_lang}</b> *student*").wait_for(timeout=60_000)  # the typed name, shown as typed
         students.append((s, s_lang))
     shot(students[0][0], f"{lang}_student_{other}_joined")
 
@@ -141,23 +141,26 @@ def test_students_follow_the_teacher_and_the_teacher_sees_their_answers(server, 
         s.get_by_text(translate("classroom.student.sent", s_lang, answer=f"({rr}, {cc})")).wait_for(timeout=60_000)
         shot(s, f"{lang}_student_{s_lang}_answered")
     answers = teacher.locator('[data-testid="stMetric"]').filter(has_text=translate("classroom.tally.answers", lang))
-    answers.filter(has_text="2").wait_for(timeout=30_000)  # the teacher's live count (every second)
+    answers.filter(has_text="2").wait_for(timeout=60_000)  # the teacher's live count (every second)
     shot(teacher, f"{lang}_teacher_answers")
 
     teacher.get_by_role("button", name=translate("classroom.ask.reveal", lang), exact=True).click()
     correct = teacher.locator('[data-testid="stMetric"]').filter(has_text=translate("classroom.tally.correct", lang))
-    correct.filter(has_text="50%").wait_for(timeout=30_000)
-    teacher.locator('[data-testid="stMain"] .js-plotly-plot').nth(1).wait_for(timeout=30_000)  # the model's map beside the clicks
+    correct.filter(has_text="50%").wait_for(timeout=60_000)
+    teacher.locator('[data-testid="stMain"] .js-plotly-plot').nth(1).wait_for(timeout=60_000)  # the model's map beside the clicks
     assert_no_failure(teacher, "teacher after the reveal")
     shot(teacher, f"{lang}_teacher_revealed")
     for (s, s_lang), (rr, cc), verdict in zip(students, [(r, c), wrong], ["right", "wrong"]):
-        s.get_by_text(translate(f"classroom.student.{verdict}", s_lang, answer=f"({rr}, {cc})")).wait_for(timeout=30_000)
+        s.get_by_text(translate(f"classroom.student.{verdict}", s_lang, answer=f"({rr}, {cc})")).wait_for(timeout=60_000)
         assert_no_failure(s, f"student ({s_lang}) after the reveal")
         shot(s, f"{lang}_student_{s_lang}_revealed")
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)  # runnable processes per core, the last minute
     print(f"follow latency ({lang}): page {latencies[0]:.2f} s, patch {latencies[1]:.2f} s, "
-          f"back to the classroom {latencies[2]:.2f} s")
+          f"back to the classroom {latencies[2]:.2f} s (load {load:.1f} per core)")
     # The server side takes ~0.1-1 s (the students' 1 s poll, then one run); the rest is three Chromium
-    # pages drawing their charts on one machine: 0.5-2 s when it is idle, 5-13 s seen on a loaded 2-core box.
-    assert max(latencies) < float(os.environ.get("VX_FOLLOW_MAX_S", 20)), latencies
+    # pages drawing their charts on one machine: 0.5-2 s when it is idle, 5-20 s seen on a 2-core box
+    # shared at 5-8 runnable processes per core. So the bound (VX_FOLLOW_MAX_S, 10 s) grows with the load.
+    limit = float(os.environ.get("VX_FOLLOW_MAX_S", 10)) * max(1.0, load)
+    assert max(latencies) < limit, (latencies, load)
     for page in [teacher] + [s for s, _ in students]:
         page.context.close()
