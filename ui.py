@@ -328,7 +328,11 @@ def page_header(step: str) -> None:
 def show_tensor(label: str, tensor: torch.Tensor, *, max_rows: int = 64, max_cols: int = 64) -> None:
     """The raw numbers of a tensor in an expander, with its shape (large tensors are cut, and say so)."""
     x = tensor.detach().float().cpu()
-    with st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, x.shape)))):
+    box = st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, x.shape))), key=f"vx.tensor.{label}",
+                      on_change="rerun")
+    if not box.open:  # the table is built (and sent) only while the reader looks at it
+        return
+    with box:
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[None]
         cut = x2[:max_rows, :max_cols]
         if cut.shape != x2.shape:

@@ -4,6 +4,7 @@ import io
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -228,3 +229,20 @@ def test_a_label_instead_of_an_option_is_ignored():
     at.run()
     assert_clean(at)
     assert view(at) == before
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_tensor_table_is_built_only_while_its_expander_is_open(lang):
+    at = open_app(lang, "pages/step1_patchify.py")
+    assert_clean(at)
+    label = translate("step1.tensor.pixels", lang)
+    assert any(label in e.label for e in at.expander) and not at.dataframe  # closed: nothing built or sent
+    at.session_state[f"vx.tensor.{label}"] = True  # what a click on the expander does
+    at.run()
+    assert_clean(at)
+    (table,) = at.dataframe
+    from vit_core import zoo
+    from vit_core.images import load_image
+    _, card = zoo.load_model()
+    pixels = card.preprocess(load_image((ROOT / "assets" / "samples" / "fmnist_ankle_boot.png").read_bytes()))
+    np.testing.assert_allclose(table.value.to_numpy(), pixels[0, 0].numpy(), atol=1e-6)  # the model's input, 28×28
