@@ -23,6 +23,7 @@ PAGES = [
     ("pages/step6_classify.py", "app.nav.step6"),
     ("pages/rollout_lab.py", "app.nav.rollout"),
     ("pages/cnn_vs_vit.py", "app.nav.cnn"),
+    ("pages/classroom.py", "classroom.nav"),
 ]
 pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=path == "pages/home.py")
          for path, key in PAGES}
@@ -124,6 +125,7 @@ def show_notice():
 
 
 with st.sidebar:
+    ui.class_bar()  # in a class: the teacher's view goes out, a following student takes it (before any widget)
     language_picker()
     model_picker()
     image_picker()
