@@ -9,6 +9,7 @@ import ui
 
 st.set_page_config(page_title="ViT Explorer", page_icon="🔍", layout="wide")
 ui.init_state()
+ui.view_from_url()  # a reload, a reconnect or a shared link reopens the view its address names
 t = ui.t
 
 # (file, title key). Each URL is the file's stem (/step5_encoder): Streamlit resolves a deep link
@@ -137,3 +138,5 @@ except Exception as err:  # noqa: BLE001 - the last net: a page failure is a mes
     # (st.rerun / st.stop / st.switch_page raise BaseException subclasses and pass through)
     logging.getLogger("vit_explorer").exception("page %s failed", current.url_path)
     ui.show_error(err)
+finally:
+    ui.view_to_url()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import pkgutil
 import re
@@ -505,6 +506,65 @@ def apply_view(v: dict) -> str | None:
     return f"pages/{page}.py" if isinstance(page, str) and re.fullmatch(r"\w+", page) \
         and (ROOT / "pages" / f"{page}.py").is_file() else None
 
+
+# --- the view in the address bar: a reload, a reconnect to another replica, a bookmark or a shared link
+# reopens the same view. The page is the URL's path; the rest are query parameters with readable values
+# (layer and head counted from 1 as on screen). Other parameters (the classroom's) are left alone.
+
+URL_KEYS = ("lang", "model", "image", "patch", "layer", "head")
+
+
+def _view_query(v: dict) -> dict[str, str]:
+    q = {"lang": v["lang"], "model": v["model"], "image": v["image"] or "upload", "layer": str(v["layer"] + 1),
+         "head": str(v["head"] + 1)}
+    if v["patch"]:
+        q["patch"] = "{},{}".format(*v["patch"])
+    return q | {key: json.dumps(value) for key, value in v["lab"].items()}
+
+
+def _query_view(q: dict[str, str]) -> dict:
+    """The view a URL names (unknown or malformed parts dropped; apply_view checks every value again)."""
+    v = {"lang": q.get("lang"), "model": q.get("model"), "image": q.get("image")}
+    if re.fullmatch(r"\d{1,4},\d{1,4}", q.get("patch", "")):
+        v["patch"] = [int(x) for x in q["patch"].split(",")]
+    for name in ("layer", "head"):
+        if re.fullmatch(r"\d{1,4}", q.get(name, "")):
+            v[name] = int(q[name]) - 1
+    lab = {key: value for key, text in q.items() if _lab_ok(key, value := _json_or_none(text))}
+    return v | {"lab": lab}
+
+
+def view_from_url() -> None:
+    """Once per session, before the sidebar: take the view the address names. An own photo cannot travel
+    in a URL: after a reconnect (or from a link) the sample stays and one sentence asks for the photo."""
+    if st.session_state.get("vx.url_read"):
+        return
+    st.session_state["vx.url_read"] = True
+    q = {key: st.query_params[key] for key in st.query_params}
+    if not q.keys() & set(URL_KEYS):
+        return
+    apply_view(_query_view(q))
+    if q.get("image") == "upload":
+        st.session_state["vx.image_source"] = "upload"
+        notify("info", "app.image.upload_again")
+
+
+def view_to_url() -> None:
+    """After every run: the address bar shows this session's view (only what changed is sent)."""
+    wanted = _view_query(view())
+    ours = {key for key in st.query_params if key in URL_KEYS or _lab_ok(key, _json_or_none(st.query_params[key]))}
+    for key in ours - wanted.keys():
+        del st.query_params[key]
+    changed = {key: value for key, value in wanted.items() if st.query_params.get(key) != value}
+    if changed:
+        st.query_params.update(changed)
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 # --- classroom mode: the store, the teacher's broadcast, the students' follow and answers
 
