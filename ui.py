@@ -21,7 +21,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vit_core import classroom, hub, viz, zoo
+from vit_core import analysis, classroom, hub, viz, zoo
 from vit_core.card import ModelCard
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
@@ -295,6 +295,19 @@ def live() -> Live:
     tr = _trace(st.session_state["vx.model"], img["digest"], img["data"])
     return Live(model=model, card=card, trace=tr, image_name=img["name"], model_id=st.session_state["vx.model"],
                 digest=img["digest"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _gradients(model_id: str, digest: str, class_index: int, _pixels: torch.Tensor) -> list[torch.Tensor]:
+    model, _ = load_model(model_id)
+    _, grads = analysis.attention_gradients(model, _pixels, class_index)  # the shared model is not touched
+    return [g.cpu() for g in grads]
+
+
+def attention_gradients(lv: Live, class_index: int) -> list[torch.Tensor]:
+    """d logit[class] / d attention of every layer for the current trace, once per (model, image, class) and
+    shared like the trace (never changed by a caller). Needs autograd: call it outside inference_mode."""
+    return _gradients(lv.model_id, lv.digest, class_index, lv.trace.pixels)
 
 
 def patch_index(tr: ViTTrace) -> tuple[int, int]:
