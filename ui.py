@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import json
 import os
 import pkgutil
@@ -242,6 +243,21 @@ def use_image(data: bytes, name: str, sample: bool = False) -> bool:
 def _decoded(digest: str, _data: bytes):
     """The decoded image (PIL), shared: callers never change it (preprocess returns a new tensor)."""
     return load_image(_data)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _thumbnail(digest: str, _data: bytes, side: int) -> bytes:
+    image = _decoded(digest, _data).copy()
+    image.thumbnail((side, side))  # a 12-megapixel photo is not re-encoded at full size on every rerun
+    out = io.BytesIO()
+    image.save(out, "PNG" if max(image.size) <= 64 else "JPEG", quality=90)
+    return out.getvalue()
+
+
+def current_thumbnail(side: int = 512) -> bytes:
+    """The current image, encoded once at most `side` pixels a side, for the sidebar."""
+    img = st.session_state["vx.image"]
+    return _thumbnail(img["digest"], img["data"], side)
 
 
 def current_image():
