@@ -417,6 +417,20 @@ def layer_head_picker(depth: int, heads: int, *, key: str = "lh", with_head: boo
     return layer, head
 
 
+def section(fn):
+    """A page section that reruns alone when one of its own widgets changes (st.fragment): the sidebar and
+    the page's other sections are not rebuilt or sent again. Use it for a section whose widgets nothing
+    outside it reads. The address bar still follows the view."""
+
+    @st.fragment
+    @functools.wraps(fn)
+    def run():
+        fn()
+        view_to_url()  # a fragment's rerun does not reach the end of app.py
+
+    return run
+
+
 def plot(fig, **kwargs) -> None:
     st.plotly_chart(fig, config={"displayModeBar": False}, **kwargs)
 
