@@ -6,10 +6,10 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from vit_core import hub, zoo
 
 st.set_page_config(page_title="ViT Explorer", page_icon="🔍", layout="wide")
 ui.init_state()
+ui.view_from_url()  # a reload, a reconnect or a shared link reopens the view its address names
 t = ui.t
 
 # (file, title key). Each URL is the file's stem (/step5_encoder): Streamlit resolves a deep link
@@ -44,10 +44,8 @@ def language_picker():
 
 
 def model_picker():
-    entries = {e.id: e for e in zoo.list_models() if e.id not in zoo.NOT_VIT}  # the CNN has its own page
+    entries = ui.vit_models()
     active = st.session_state["vx.model"]
-    if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
-        entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)
 
     titles = {i: e.title if e.kind == "local" else t(f"app.model.title.{i}") for i, e in entries.items()}
     labels = {i: t("app.model.hub_label", title=titles[i], mb=e.size_mb) if e.kind == "hub" and not e.cached
@@ -68,7 +66,7 @@ def model_picker():
                t("app.model.cnn_shape", stages=len(c["widths"]), convs=c["convs_per_stage"],
                  widths="/".join(map(str, c["widths"]))))
     title = card.title or card.name if entries[current].kind == "local" else titles[current]
-    st.caption(t("app.model.caption", title=title, details=details, device=zoo.device_name()))
+    st.caption(t("app.model.caption", title=title, details=details, device=ui.device_name()))
 
 
 def download(entry, title: str):
@@ -79,7 +77,7 @@ def download(entry, title: str):
                      text=t("app.model.progress", title=title, done=done / 2**20, total=total / 2**20))
 
     try:
-        hub.download(entry.id, progress=progress)
+        ui.download(entry.id, progress)
     except Exception as err:  # noqa: BLE001 - offline, disk full, bad repo: a message, the old model stays
         bar.empty()
         ui.show_error(err)
@@ -106,7 +104,7 @@ def image_picker():
         ui.choice(st.selectbox, t("app.image.sample_label"), names, names, key="vx.sample", index=None,
                   on_change=on_sample, placeholder=t("app.image.own_image"))
     show_notice()
-    st.image(ui.current_image(), caption=ui.image_label(), width="stretch")
+    st.image(ui.current_thumbnail(), caption=ui.image_label(), width="stretch")
 
 
 def on_upload(key):
@@ -140,3 +138,5 @@ except Exception as err:  # noqa: BLE001 - the last net: a page failure is a mes
     # (st.rerun / st.stop / st.switch_page raise BaseException subclasses and pass through)
     logging.getLogger("vit_explorer").exception("page %s failed", current.url_path)
     ui.show_error(err)
+finally:
+    ui.view_to_url()

@@ -1,14 +1,18 @@
 """Every Streamlit helper of the app: state, translations, cached loaders, the sidebar, shared renderers.
 
 Pages read state through these functions, call vit_core, and render. Nothing here does maths.
-Caches: the model once per process (cache_resource; never mutated after loading), the trace once
-per (model id, sha256 of the image bytes) in a bounded cache_data shared by every session.
+Caches: the model once per process (cache_resource; never mutated after loading), the decoded image
+and the trace once per (model id, sha256 of the image bytes), shared by every session without a copy.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import io
+import json
 import os
+import pkgutil
 import re
 import secrets
 from dataclasses import dataclass
@@ -18,11 +22,23 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vit_core import classroom, viz, zoo
+from vit_core import analysis, classroom, hub, viz, zoo
 from vit_core.card import ModelCard
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
-from vit_core.model import ViTTrace
+from vit_core.trace import TraceCache, ViTTrace
+
+import vit_core  # noqa: E402 - for its package path (the warm-up below)
+
+# Every module a page, vit_core or Streamlit imports lazily, imported here once. app.py imports ui first,
+# and Python lets one thread at a time import a module, so the script threads of sessions that open in
+# the same second wait here for one finished import instead of racing into half-built modules
+# ("partially initialized module 'pandas'").
+WARM_IMPORTS = ["pandas", "pyarrow", "plotly.graph_objects", "plotly.subplots", "plotly.io", "PIL.Image",
+                "huggingface_hub", "safetensors.torch", "streamlit.dataframe_util",
+                *(m.name for m in pkgutil.walk_packages(vit_core.__path__, "vit_core."))]
+for _module in WARM_IMPORTS:
+    importlib.import_module(_module)
 
 ROOT = Path(__file__).resolve().parent
 SAMPLES = ROOT / "assets" / "samples"
@@ -129,6 +145,38 @@ def show_error(err: Exception) -> None:
 
 # ---------------------------------------------------------------- models
 
+MODEL_LIST_TTL_S = 30  # a checkpoint copied into a models folder shows up within this time
+
+
+@st.cache_data(show_spinner=False, ttl=MODEL_LIST_TTL_S)
+def _listed(folders: tuple[str, ...], hub_cache: str) -> list[zoo.ModelEntry]:
+    return zoo.list_models()  # hub cache probes and folder scans: once per TTL, not per rerun
+
+
+def _models() -> list[zoo.ModelEntry]:
+    """The listing for the folders configured now (another VIT_EXPLORER_MODELS or HF cache is another key)."""
+    return _listed(tuple(map(str, zoo.local_dirs())), str(hub.cache_root()))
+
+
+def vit_models() -> dict[str, zoo.ModelEntry]:
+    """The models the sidebar offers, by id (the CNN has its own page), with the one in use always listed."""
+    entries = {e.id: e for e in _models() if e.id not in zoo.NOT_VIT}
+    active = st.session_state["vx.model"]
+    if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
+        entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)
+    return entries
+
+
+def download(model_id: str, progress) -> None:
+    """Fetch a hub model into the cache (raises HubError); the model list shows it cached at once."""
+    hub.download(model_id, progress=progress)
+    _listed.clear()
+
+
+def device_name() -> str:
+    return zoo.device_name()
+
+
 @st.cache_resource(show_spinner=False, max_entries=6)
 def load_model(model_id: str):
     """(model, card), loaded once per process and shared by every session: never mutate it."""
@@ -180,19 +228,36 @@ def _sample(path: Path) -> dict:
 
 def use_image(data: bytes, name: str, sample: bool = False) -> bool:
     """Make uploaded bytes (or a sample's, `sample`) the current image, or keep the previous one and say why."""
+    digest = image_digest(data)
     try:
-        load_image(data)
+        _decoded(digest, data)  # decoded once: the trace reads the same cached image
     except ImageError as err:
         notify("error", err.key, **err.params)
         return False
-    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data), "sample": sample}
+    st.session_state["vx.image"] = {"data": data, "name": name, "digest": digest, "sample": sample}
     st.session_state["vx.patch"] = None
     return True
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def _decoded(digest: str, _data: bytes):
+    """The decoded image (PIL), shared: callers never change it (preprocess returns a new tensor)."""
     return load_image(_data)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _thumbnail(digest: str, _data: bytes, side: int) -> bytes:
+    image = _decoded(digest, _data).copy()
+    image.thumbnail((side, side))  # a 12-megapixel photo is not re-encoded at full size on every rerun
+    out = io.BytesIO()
+    image.save(out, "PNG" if max(image.size) <= 64 else "JPEG", quality=90)
+    return out.getvalue()
+
+
+def current_thumbnail(side: int = 512) -> bytes:
+    """The current image, encoded once at most `side` pixels a side, for the sidebar."""
+    img = st.session_state["vx.image"]
+    return _thumbnail(img["digest"], img["data"], side)
 
 
 def current_image():
@@ -221,11 +286,23 @@ class Live:
         return self.card.names(lang())
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _trace(model_id: str, digest: str, _data: bytes) -> ViTTrace:
-    model, card = load_model(model_id)
-    pixels = card.preprocess(_decoded(digest, _data))
-    return model.trace(pixels).to("cpu")
+TRACE_CACHE_MB = int(os.environ.get("VIT_EXPLORER_TRACE_CACHE_MB", "1024"))
+
+
+@st.cache_resource(show_spinner=False)
+def traces() -> TraceCache:
+    """Every session's traces, one per (model id, image digest), shared without a copy (a trace's
+    tensors cannot be changed in place: see vit_core.trace) and bounded by bytes, not entries: a
+    ViT-B/16 trace at 224 holds about 100 MB, the embedded model's under 1 MB."""
+    return TraceCache(TRACE_CACHE_MB << 20)
+
+
+def _trace(model_id: str, digest: str, data: bytes) -> ViTTrace:
+    def compute():
+        model, card = load_model(model_id)
+        return model.trace(card.preprocess(_decoded(digest, data))).to("cpu")
+
+    return traces().get((model_id, digest), compute)
 
 
 def live() -> Live:
@@ -234,6 +311,19 @@ def live() -> Live:
     tr = _trace(st.session_state["vx.model"], img["digest"], img["data"])
     return Live(model=model, card=card, trace=tr, image_name=img["name"], model_id=st.session_state["vx.model"],
                 digest=img["digest"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _gradients(model_id: str, digest: str, class_index: int, _pixels: torch.Tensor) -> list[torch.Tensor]:
+    model, _ = load_model(model_id)
+    _, grads = analysis.attention_gradients(model, _pixels, class_index)  # the shared model is not touched
+    return [g.cpu() for g in grads]
+
+
+def attention_gradients(lv: Live, class_index: int) -> list[torch.Tensor]:
+    """d logit[class] / d attention of every layer for the current trace, once per (model, image, class) and
+    shared like the trace (never changed by a caller). Needs autograd: call it outside inference_mode."""
+    return _gradients(lv.model_id, lv.digest, class_index, lv.trace.pixels)
 
 
 def patch_index(tr: ViTTrace) -> tuple[int, int]:
@@ -271,7 +361,11 @@ def page_header(step: str) -> None:
 def show_tensor(label: str, tensor: torch.Tensor, *, max_rows: int = 64, max_cols: int = 64) -> None:
     """The raw numbers of a tensor in an expander, with its shape (large tensors are cut, and say so)."""
     x = tensor.detach().float().cpu()
-    with st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, x.shape)))):
+    box = st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, x.shape))), key=f"vx.tensor.{label}",
+                      on_change="rerun")
+    if not box.open:  # the table is built (and sent) only while the reader looks at it
+        return
+    with box:
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[None]
         cut = x2[:max_rows, :max_cols]
         if cut.shape != x2.shape:
@@ -321,6 +415,20 @@ def layer_head_picker(depth: int, heads: int, *, key: str = "lh", with_head: boo
         head = cols[1].slider(t("app.head"), 1, heads, min(st.session_state["vx.head"] + 1, heads), key=f"vx.{key}.head") - 1
         st.session_state["vx.head"] = head
     return layer, head
+
+
+def section(fn):
+    """A page section that reruns alone when one of its own widgets changes (st.fragment): the sidebar and
+    the page's other sections are not rebuilt or sent again. Use it for a section whose widgets nothing
+    outside it reads. The address bar still follows the view."""
+
+    @st.fragment
+    @functools.wraps(fn)
+    def run():
+        fn()
+        view_to_url()  # a fragment's rerun does not reach the end of app.py
+
+    return run
 
 
 def plot(fig, **kwargs) -> None:
@@ -415,7 +523,7 @@ def apply_view(v: dict) -> str | None:
     v = v if isinstance(v, dict) else {}
     if v.get("lang") in ("en", "zh"):
         s["vx.lang"] = v["lang"]
-    models = {e.id for e in zoo.list_models() if e.cached and e.id not in zoo.NOT_VIT} | {DEFAULTS["vx.model"]}
+    models = {e.id for e in _models() if e.cached and e.id not in zoo.NOT_VIT} | {DEFAULTS["vx.model"]}
     if v.get("model") in models:
         try:
             load_model(v["model"])
@@ -444,6 +552,65 @@ def apply_view(v: dict) -> str | None:
     return f"pages/{page}.py" if isinstance(page, str) and re.fullmatch(r"\w+", page) \
         and (ROOT / "pages" / f"{page}.py").is_file() else None
 
+
+# --- the view in the address bar: a reload, a reconnect to another replica, a bookmark or a shared link
+# reopens the same view. The page is the URL's path; the rest are query parameters with readable values
+# (layer and head counted from 1 as on screen). Other parameters (the classroom's) are left alone.
+
+URL_KEYS = ("lang", "model", "image", "patch", "layer", "head")
+
+
+def _view_query(v: dict) -> dict[str, str]:
+    q = {"lang": v["lang"], "model": v["model"], "image": v["image"] or "upload", "layer": str(v["layer"] + 1),
+         "head": str(v["head"] + 1)}
+    if v["patch"]:
+        q["patch"] = "{},{}".format(*v["patch"])
+    return q | {key: json.dumps(value) for key, value in v["lab"].items()}
+
+
+def _query_view(q: dict[str, str]) -> dict:
+    """The view a URL names (unknown or malformed parts dropped; apply_view checks every value again)."""
+    v = {"lang": q.get("lang"), "model": q.get("model"), "image": q.get("image")}
+    if re.fullmatch(r"\d{1,4},\d{1,4}", q.get("patch", "")):
+        v["patch"] = [int(x) for x in q["patch"].split(",")]
+    for name in ("layer", "head"):
+        if re.fullmatch(r"\d{1,4}", q.get(name, "")):
+            v[name] = int(q[name]) - 1
+    lab = {key: value for key, text in q.items() if _lab_ok(key, value := _json_or_none(text))}
+    return v | {"lab": lab}
+
+
+def view_from_url() -> None:
+    """Once per session, before the sidebar: take the view the address names. An own photo cannot travel
+    in a URL: after a reconnect (or from a link) the sample stays and one sentence asks for the photo."""
+    if st.session_state.get("vx.url_read"):
+        return
+    st.session_state["vx.url_read"] = True
+    q = {key: st.query_params[key] for key in st.query_params}
+    if not q.keys() & set(URL_KEYS):
+        return
+    apply_view(_query_view(q))
+    if q.get("image") == "upload":
+        st.session_state["vx.image_source"] = "upload"
+        notify("info", "app.image.upload_again")
+
+
+def view_to_url() -> None:
+    """After every run: the address bar shows this session's view (only what changed is sent)."""
+    wanted = _view_query(view())
+    ours = {key for key in st.query_params if key in URL_KEYS or _lab_ok(key, _json_or_none(st.query_params[key]))}
+    for key in ours - wanted.keys():
+        del st.query_params[key]
+    changed = {key: value for key, value in wanted.items() if st.query_params.get(key) != value}
+    if changed:
+        st.query_params.update(changed)
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 # --- classroom mode: the store, the teacher's broadcast, the students' follow and answers
 

@@ -169,7 +169,8 @@ def test_page_shows_live_maps_checks_faithfulness_and_exports_what_it_shows(lang
     model, card, tr = live_trace(fmnist_model)
     L = len(tr.layers)
     assert bool(CJK.search(at.title[0].value)) == (lang == "zh")
-    assert any(e.value.count("**") >= 2 and "fmnist_ankle_boot.png" in e.value for e in at.info), "says where to upload"
+    assert any(e.value.count("**") >= 2 and translate("app.sample.fmnist_ankle_boot", lang) in e.value
+               for e in at.info), "names the image (a sample by its title) and says where to upload"
     assert {"rollout.map", "rollout.raw", "rollout.grad"} <= {el.key for el in at.get("plotly_chart")}
 
     # the default map is the paper's rollout (mean, residual, nothing discarded, every layer) of this model
