@@ -59,7 +59,7 @@ LESSON = [
     ("page", "rollout_lab"), ("set", "rollout.discard", 0.5),
     ("page", "cnn_vs_vit"), ("set", "vx.cnn.layer", 0.5),
 ]
-QUICK_LESSON = [step for step in LESSON if step[0] == "page"] + [("set", "vx.enc.layer", 1.0)]
+QUICK_LESSON = [step for step in LESSON if step[0] == "page" or step[1] == "vx.enc.layer"]  # the test suite's
 
 
 # ---------------------------------------------------------------- one student
