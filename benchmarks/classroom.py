@@ -43,7 +43,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stclient import Run, Session, check_loopback  # noqa: E402
+from stclient import Run, Session, check_loopback, wait_healthy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = sorted((ROOT / "assets" / "samples").glob("photo_*.jpg"))
@@ -294,26 +294,13 @@ class Server:
         self.log.close()
 
 
-def wait_healthy(url: str, *, proc: subprocess.Popen | None = None, seconds: float = 180):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server at {url} exited with {proc.returncode}")
-        try:
-            if requests.get(check_loopback(url) + "/_stcore/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not become healthy in {seconds:.0f} s")
-
-
 class ProcWatch:
     """Peak RSS and CPU time of server processes, read from /proc (sampled; VmHWM catches peaks)."""
 
     def __init__(self, pids: list[int]):
         self.pids = list(pids)
         self.cpu0 = {p: cpu_seconds(p) for p in self.pids}
+        self.cpu_last = dict(self.cpu0)  # a process killed mid-run keeps what it had used
         self.peak = {p: 0 for p in self.pids}
         self.t0, self.load0 = time.monotonic(), os.getloadavg()[0]
         self.self0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -322,6 +309,7 @@ class ProcWatch:
         while not stop.is_set():
             for p in self.pids:
                 self.peak[p] = max(self.peak[p], rss_mb(p, "VmRSS"), rss_mb(p, "VmHWM"))
+                self.cpu_last[p] = max(self.cpu_last[p], cpu_seconds(p))
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:
@@ -329,7 +317,7 @@ class ProcWatch:
 
     def summary(self) -> dict:
         wall = time.monotonic() - self.t0
-        cpu = {p: cpu_seconds(p) - self.cpu0[p] for p in self.pids}
+        cpu = {p: max(self.cpu_last[p], cpu_seconds(p)) - self.cpu0[p] for p in self.pids}
         me = resource.getrusage(resource.RUSAGE_SELF)
         return {"wall_s": wall, "peak_rss_mb": dict(self.peak), "peak_rss_mb_total": sum(self.peak.values()),
                 "cpu_s": cpu, "cpu_cores_avg": sum(cpu.values()) / wall if wall else 0.0,

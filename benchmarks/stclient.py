@@ -128,6 +128,21 @@ class _Pending:
     captions: list[str] = field(default_factory=list)
 
 
+def wait_healthy(url: str, *, proc=None, seconds: float = 180):
+    """Until GET /_stcore/health answers 200 (`proc`: the server process, which must not exit meanwhile)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server at {url} exited with {proc.returncode}")
+        try:
+            if requests.get(check_loopback(url) + "/_stcore/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not become healthy in {seconds:.0f} s")
+
+
 def check_loopback(url: str) -> str:
     host = urlsplit(url).hostname
     if host not in LOOPBACK:
