@@ -121,9 +121,10 @@ class Student:
         self.result.clicks.append(Click(label, run.seconds, run.bytes, run.outcome, run.errors, run.replica))
         return run
 
-    async def act(self, label: str, action) -> Run | None:
-        """One click; a dropped connection is recovered (new WebSocket, same view) when --reconnect."""
-        view = self.s.view()
+    async def act(self, label: str, action, page: str | None = None) -> Run | None:
+        """One click (towards `page`, default: this one); a dropped connection is recovered (new
+        WebSocket, the same view) when --reconnect."""
+        view = self.s.view() | {"page": self.s.page() if page is None else page}
         run = self.record(label, await action())
         if run.outcome == "disconnected" and self.reconnect:
             await self.recover(view)
@@ -140,7 +141,7 @@ class Student:
             self.lost = True
             return
         now = self.s.view()
-        lost = [k for k in view if view[k] != now.get(k)]
+        lost = [k for k in view if k in now and view[k] != now[k]]  # a widget of the page left behind is not lost
         self.result.recoveries.append(Recovery(time.monotonic() - self.s.closed_at, run.outcome == "ok" and not run.errors,
                                                not lost, lost, run.replica))
         if run.errors or run.outcome != "ok":
@@ -159,19 +160,21 @@ class Student:
         else:
             self.lost = True
 
-    async def step(self, step):
+    async def step(self, step, lap: int = 1):
         kind, target, *arg = step
+        again = f" (lap {lap})" if lap > 1 else ""
         if kind == "page":
             if target not in self.s.pages:
                 self.result.skipped.append(f"page {target}")
                 return
-            await self.act(target or HOME, lambda: self.s.goto(target))
+            await self.act((target or HOME) + again, lambda: self.s.goto(target), page=target)
             return
         w = self.s.widget(target)
         if w is None:
             self.result.skipped.append(f"{self.s.page() or HOME} · {target}")
             return
-        await self.act(f"{self.s.page() or HOME} · {target}", lambda: self.s.set(target, pick(w, arg[0])))
+        value = pick(w, arg[0] if lap == 1 else 1 - arg[0])  # another value on a second lap: a real change
+        await self.act(f"{self.s.page() or HOME} · {target}{again}", lambda: self.s.set(target, value))
 
     async def upload_photo(self):
         src = self.s.widget("vx.image_source")
@@ -186,18 +189,19 @@ class Student:
     async def open(self):
         await self.act(HOME, self.s.open)
 
-    async def lesson(self, steps, *, upload: bool = False):
+    async def lesson(self, steps, *, upload: bool = False, laps: int = 1):
         try:
             await self.open()
             if upload and not self.lost:
                 await self.think()
                 await self.upload_photo()
-            for step in steps[1:]:
+            plan = [(1, step) for step in steps[1:]] + [(lap, step) for lap in range(2, laps + 1) for step in steps]
+            for lap, step in plan:
                 if self.lost or time.monotonic() > self.deadline:
                     self.result.unfinished = True
                     break
                 await self.think()
-                await self.step(step)
+                await self.step(step, lap)
         finally:
             await self.done()
 
@@ -238,7 +242,7 @@ async def run_class(base: str, args, *, reconnect: bool = False, during=None) ->
     else:
         async def one(st: Student, offset: float):
             await asyncio.sleep(offset)
-            await st.lesson(steps, upload=args.scenario == "upload")
+            await st.lesson(steps, upload=args.scenario == "upload", laps=args.laps)
 
         rng = random.Random(args.seed)
         await asyncio.gather(*(one(st, rng.uniform(0, args.stagger)) for st in students))
@@ -352,7 +356,21 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
-def summarise(results: list[StudentResult], procs: dict, *, label: str, args) -> dict:
+def failover(results: list[StudentResult], killed: str) -> dict:
+    """Sessions on the killed replica against the rest: who was cut, who came back, who noticed."""
+    hit = [r for r in results if r.replicas and r.replicas[0] == killed]
+    rest = [r for r in results if r.replicas and r.replicas[0] != killed]
+    return {"killed": killed, "sessions_on_killed": len(hit),
+            "recovered": sum(bool(r.recoveries) and all(rc.ok for rc in r.recoveries) for r in hit),
+            "view_kept": sum(bool(r.recoveries) and all(rc.view_kept for rc in r.recoveries) for r in hit),
+            "lost": sum(not r.recoveries or not all(rc.ok for rc in r.recoveries) for r in hit),
+            "recovery_max_s": max((rc.seconds for r in hit for rc in r.recoveries), default=0.0),
+            "moved_to": sorted({r.replicas[-1] for r in hit if len(r.replicas) > 1}),
+            "others": len(rest), "others_errors": sum(len(c.errors) for r in rest for c in r.clicks),
+            "others_disconnected": sum(bool(r.recoveries) or any(c.outcome != "ok" for c in r.clicks) for r in rest)}
+
+
+def summarise(results: list[StudentResult], procs: dict, *, label: str, args, killed: str | None = None) -> dict:
     clicks = [c for r in results for c in r.clicks]
     done = [c for c in clicks if c.outcome == "ok"]
     pages = {}
@@ -379,6 +397,9 @@ def summarise(results: list[StudentResult], procs: dict, *, label: str, args) ->
         "recoveries": [asdict(rc) for rc in recoveries],
         "reruns_per_s": len(done) / procs["wall_s"] if procs.get("wall_s") else 0.0,
         "procs": procs,
+        "failover": failover(results, killed) if killed else None,
+        "students_detail": [{"name": r.name, "replicas": r.replicas, "errors": sum(len(c.errors) for c in r.clicks),
+                             "recoveries": len(r.recoveries)} for r in results],
     }
 
 
@@ -412,6 +433,12 @@ def table(s: dict) -> str:
         out.append(f"failover: {len(rec)} reconnects, {sum(r['ok'] for r in rec)} ran cleanly, "
                    f"{sum(r['view_kept'] for r in rec)} kept their view; recovery p50 {pct(secs, .5):.2f} s, "
                    f"max {max(secs):.2f} s")
+    if s["failover"]:
+        f = s["failover"]
+        out.append(f"killed {f['killed']}: {f['sessions_on_killed']} sessions on it, {f['recovered']} recovered on "
+                   f"{', '.join(f['moved_to']) or '-'} ({f['view_kept']} with their view), {f['lost']} lost, slowest "
+                   f"{f['recovery_max_s']:.1f} s; the other {f['others']} sessions: {f['others_errors']} errors, "
+                   f"{f['others_disconnected']} disconnected")
     if s["uploads_shown"]:
         out.append(f"uploads shown by the app: {sum(s['uploads_shown'])}/{len(s['uploads_shown'])}")
     out += [f"  error: {e[:200]}" for e in s["errors"][:8]]
@@ -419,14 +446,31 @@ def table(s: dict) -> str:
     return "\n".join(out)
 
 
-async def measure(base: str, pids: list[int], args, *, label: str, reconnect=False, during=None) -> dict:
+async def measure(base: str, pids: list[int], args, *, label: str, reconnect=False, during=None,
+                  killed: str | None = None) -> dict:
     watch = ProcWatch(pids)
     stop = asyncio.Event()
     sampler = asyncio.create_task(watch.sample(stop))
     results = await run_class(base, args, reconnect=reconnect, during=during)
     stop.set()
     await sampler
-    return summarise(results, watch.summary(), label=label, args=args)
+    return summarise(results, watch.summary(), label=label, args=args, killed=killed)
+
+
+def through_nginx(replicas: int, args, port: int) -> dict:
+    """The same class through deploy/local.py: nginx and `replicas` warmed replicas; with --kill-after,
+    replica r0 is killed that many seconds in and its sessions reconnect through nginx."""
+    sys.path.insert(0, str(ROOT / "deploy"))
+    from local import Cluster
+
+    with Cluster(replicas, port=port, app_dir=args.app_dir[0] if args.app_dir else ROOT, model=args.model) as c:
+        async def kill(started: float):
+            await asyncio.sleep(max(0.0, started + args.kill_after - time.monotonic()))
+            c.kill(0)
+
+        killing = args.kill_after is not None
+        return asyncio.run(measure(c.url, c.pids(), args, label=f"nginx + {replicas} replicas", reconnect=killing,
+                                   during=kill if killing else None, killed="r0" if killing else None))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -443,6 +487,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=120.0, help="a click with no answer after this is hung")
     ap.add_argument("--max-seconds", type=float, default=900.0, help="no new click after this")
+    ap.add_argument("--replicas", type=int, action="append", help="through nginx with N replicas (deploy/local.py); "
+                    "repeatable (--replicas 1 --replicas 2: measured in turn)")
+    ap.add_argument("--kill-after", type=float, help="with --replicas: kill replica r0 this many s into the run")
+    ap.add_argument("--laps", type=int, default=1, help="go through the lesson this many times (later laps: warm)")
     ap.add_argument("--quick", action="store_true", help="pages only (plus one slider): the test-suite version")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     return ap
@@ -455,7 +503,9 @@ def main(argv=None) -> int:
     summaries = []
     if args.url:
         summaries.append(asyncio.run(measure(check_loopback(args.url), args.pid, args, label=args.url)))
-    for i, app_dir in enumerate(args.app_dir or ([] if args.url else [ROOT])):
+    for i, n in enumerate(args.replicas or []):
+        summaries.append(through_nginx(n, args, args.port + 10 * i))
+    for i, app_dir in enumerate([] if args.replicas else args.app_dir or ([] if args.url else [ROOT])):
         server = Server(app_dir, args.port + i, model=args.model)
         try:
             summaries.append(asyncio.run(measure(server.url, [server.pid], args, label=str(app_dir))))

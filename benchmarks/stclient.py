@@ -80,13 +80,10 @@ class Widget:
         opts = getattr(self.proto, "options", [])
         return [getattr(o, "content", o) for o in opts]
 
-    def shown(self, state: WidgetState | None = None):
-        """The value the student sees: the one this tab set (`state`), else the one the server drew
-        (set_value: from session state or the URL), else the default; choices as their labels."""
+    def drawn(self):
+        """The value the server drew the widget with: set_value (from session state or the URL) or
+        its default; choices as their labels. The browser shows it unless the student changed it."""
         p, labels = self.proto, self.options
-        if state is not None:
-            v = getattr(state, state.WhichOneof("value"))
-            return tuple(v.data) if hasattr(v, "data") else v
         if self.kind == "slider":
             if labels:
                 return tuple(p.raw_value) if p.set_value else tuple(labels[int(i)] for i in p.default)
@@ -102,6 +99,12 @@ class Widget:
         if self.kind == "checkbox":
             return p.value if p.set_value else p.default
         return None
+
+
+def state_value(state: WidgetState):
+    """What a WidgetState holds, in the form Widget.drawn() gives."""
+    v = getattr(state, state.WhichOneof("value"))
+    return tuple(v.data) if hasattr(v, "data") else v
 
 
 @dataclass
@@ -165,7 +168,8 @@ class Session:
         self.query = ""  # the URL's query string
         self.widgets: dict[str, Widget] = {}  # id -> widget drawn in the last run
         self.captions: list[str] = []  # the image captions of the last run
-        self.states: dict[str, WidgetState] = {}  # id -> the value this tab holds
+        self.states: dict[str, WidgetState] = {}  # id -> the value this tab sends back
+        self.values: dict[str, object] = {}  # id -> the value this tab shows (drawn, or set by the student)
         self.replica: str | None = None  # who answered the WebSocket handshake (through nginx)
         self.replicas_seen: list[str] = []  # every replica that answered this tab, in order
         self.affinity_breaks: list[str] = []  # HTTP requests answered by another replica than the WebSocket's
@@ -265,6 +269,7 @@ class Session:
         if w is None:
             raise KeyError(f"no widget {key!r} on page {self.page()!r}")
         self.states[w.id] = encode(w, value)
+        self.values[w.id] = state_value(self.states[w.id])
         self._bind(w, value)
         return await self._rerun(fragment_id=w.fragment_id, page_hash=self.page_hash)
 
@@ -293,7 +298,7 @@ class Session:
 
     def view(self) -> dict:
         """The view as the student sees it: the page and every keyed widget's shown value."""
-        shown = {w.key: w.shown(self.states.get(w.id)) for w in self.widgets.values()
+        shown = {w.key: self.values.get(w.id) for w in self.widgets.values()
                  if w.kind not in ("file_uploader", "camera_input", "button") and not w.key.startswith("None")}
         return {"page": self.page(), **shown}
 
@@ -341,6 +346,10 @@ class Session:
             self.widgets = (self.widgets | pending.widgets) if pending.fragment else pending.widgets
             self.captions = (self.captions + pending.captions) if pending.fragment else pending.captions
             self.states = {i: s for i, s in self.states.items() if i in self.widgets}
+            for i, w in pending.widgets.items():  # the browser takes a value the server sets, keeps its own otherwise
+                if getattr(w.proto, "set_value", False) or i not in self.values:
+                    self.values[i] = w.drawn()
+            self.values = {i: v for i, v in self.values.items() if i in self.widgets}
             pending.bytes += await self._fetch_media(pending)
         return Run(self.page(), time.monotonic() - pending.started, pending.bytes, pending.errors, outcome,
                    self.replica)

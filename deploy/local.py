@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -57,7 +58,8 @@ class Cluster:
     """N replicas and nginx in front, started on enter and stopped on exit."""
 
     def __init__(self, replicas: int = 2, *, port: int = 8620, listen: str = "127.0.0.1", app_dir: Path = ROOT,
-                 model: str | None = None, warm_up: bool = True, threads: int | None = 1):
+                 model: str | None = None, warm_up: bool = True, threads: int | None = 1,
+                 replica_ports: list[int] | None = None):
         if not shutil.which("nginx"):
             raise RuntimeError("nginx is not installed (apt-get install -y nginx)")
         self.n, self.port, self.listen, self.app_dir, self.model = replicas, port, listen, Path(app_dir), model
@@ -65,7 +67,7 @@ class Cluster:
         # students may download hub models unless the machine says offline (the benchmark's servers are offline)
         self.env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")} | (
             {"OMP_NUM_THREADS": str(threads)} if threads else {})
-        self.ports = [port + 1 + i for i in range(replicas)]
+        self.ports = replica_ports or [port + 1 + i for i in range(replicas)]
         self.replicas: list[Server | None] = [None] * replicas
         self.prefix = Path(tempfile.mkdtemp(prefix="vx-nginx-"))
         self.nginx: subprocess.Popen | None = None
@@ -105,6 +107,9 @@ class Cluster:
     def start_nginx(self):
         for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:  # nginx started by root runs its worker as "nobody": uploads spool here
+                os.chown(self.prefix / sub, pwd.getpwnam("nobody").pw_uid, -1)
+        self.prefix.chmod(0o755)
         conf = self.prefix / "nginx.conf"
         conf.write_text(render(self.prefix, f"{self.listen}:{self.port}", self.ports))
         test = subprocess.run(["nginx", "-t", "-q", "-p", str(self.prefix), "-c", str(conf)], capture_output=True, text=True)
