@@ -1,13 +1,15 @@
 """Every Streamlit helper of the app: state, translations, cached loaders, the sidebar, shared renderers.
 
 Pages read state through these functions, call vit_core, and render. Nothing here does maths.
-Caches: the model once per process (cache_resource; never mutated after loading), the trace once
-per (model id, sha256 of the image bytes) in a bounded cache_data shared by every session.
+Caches: the model once per process (cache_resource; never mutated after loading), the decoded image
+and the trace once per (model id, sha256 of the image bytes), shared by every session without a copy.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +17,23 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vit_core import zoo
+from vit_core import hub, zoo
 from vit_core.card import ModelCard
-from vit_core.i18n import translate
+from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
-from vit_core.model import ViTTrace
+from vit_core.trace import TraceCache, ViTTrace
+
+import vit_core  # noqa: E402 - for its package path (the warm-up below)
+
+# Every module a page, vit_core or Streamlit imports lazily, imported here once. app.py imports ui first,
+# and Python lets one thread at a time import a module, so the script threads of sessions that open in
+# the same second wait here for one finished import instead of racing into half-built modules
+# ("partially initialized module 'pandas'").
+WARM_IMPORTS = ["pandas", "pyarrow", "plotly.graph_objects", "plotly.subplots", "plotly.io", "PIL.Image",
+                "huggingface_hub", "safetensors.torch", "streamlit.dataframe_util",
+                *(m.name for m in pkgutil.walk_packages(vit_core.__path__, "vit_core."))]
+for _module in WARM_IMPORTS:
+    importlib.import_module(_module)
 
 ROOT = Path(__file__).resolve().parent
 SAMPLES = ROOT / "assets" / "samples"
@@ -58,6 +72,11 @@ def t(key: str, **params) -> str:
     return translate(key, lang(), **params)
 
 
+def join(*sentences: str) -> str:
+    """Sentences as one text: Chinese puts no space between them, English one."""
+    return ("" if lang() == "zh" else " ").join(s for s in sentences if s)
+
+
 def persist(key: str):
     """Keep a page widget's value when the user visits another page and comes back.
 
@@ -69,16 +88,50 @@ def persist(key: str):
     return key
 
 
+def setting(key: str, default, valid=lambda v: True) -> str:
+    """A page widget's key: its value survives page switches and falls back to `default` when the model
+    or image makes it meaningless (draw the widget without value=: state is the one source)."""
+    persist(key)
+    if key not in st.session_state or not valid(st.session_state[key]):
+        st.session_state[key] = default
+    return key
+
+
+def choice(widget, label: str, options, labels: dict, *, key: str, default=None, on_change=None, **kwargs):
+    """A choice among stable ids (file names, model ids, setting names) shown with translated labels.
+
+    The browser sends a choice widget's *label* back, not its option, so after a language switch its
+    next message carries the old language's label. Here the value is an id kept under `key` (plain
+    state, never a widget key); the widget itself is keyed by the language as well, so a switch draws a
+    fresh widget that starts from the id while the old one, no longer drawn, is dropped with its stale
+    label. A value that is not one of `options` is ignored and the current choice kept. `on_change(id)`
+    runs when the user picks another option. `widget` is st.selectbox, st.radio, ... or a column's.
+    """
+    options = list(options)
+    if st.session_state.get(key) not in options and not (st.session_state.get(key) is None is default):
+        st.session_state[key] = default
+    shown = f"{key}@{lang()}"
+    st.session_state[shown] = st.session_state[key]
+
+    def picked():
+        value = st.session_state.get(shown)
+        if value in options and value != st.session_state[key]:
+            st.session_state[key] = value
+            if on_change:
+                on_change(value)
+
+    widget(label, options, format_func=lambda o: labels.get(o, str(o)), key=shown, on_change=picked, **kwargs)
+    return st.session_state[key]
+
+
 def notify(kind: str, key: str, **params) -> None:
     st.session_state["vx.notice"] = (kind, key, params)
 
 
 def error_text(err: Exception) -> str:
-    """A failure as one translated sentence: vit_core errors carry a message key and its params."""
-    key = getattr(err, "key", None)
-    if key:
-        return t(key, **(getattr(err, "params", None) or {}))
-    return t("app.error.unexpected", detail=f"{type(err).__name__}: {err}"[:300])
+    """A failure as one translated sentence: vit_core errors carry message keys (details too) and params."""
+    text = explain(err, lang())
+    return text if text is not None else t("app.error.unexpected", detail=f"{type(err).__name__}: {err}"[:300])
 
 
 def show_error(err: Exception) -> None:
@@ -86,6 +139,38 @@ def show_error(err: Exception) -> None:
 
 
 # ---------------------------------------------------------------- models
+
+MODEL_LIST_TTL_S = 30  # a checkpoint copied into a models folder shows up within this time
+
+
+@st.cache_data(show_spinner=False, ttl=MODEL_LIST_TTL_S)
+def _listed(folders: tuple[str, ...], hub_cache: str) -> list[zoo.ModelEntry]:
+    return zoo.list_models()  # hub cache probes and folder scans: once per TTL, not per rerun
+
+
+def _models() -> list[zoo.ModelEntry]:
+    """The listing for the folders configured now (another VIT_EXPLORER_MODELS or HF cache is another key)."""
+    return _listed(tuple(map(str, zoo.local_dirs())), str(hub.cache_root()))
+
+
+def vit_models() -> dict[str, zoo.ModelEntry]:
+    """The models the sidebar offers, by id (the CNN has its own page), with the one in use always listed."""
+    entries = {e.id: e for e in _models() if e.id not in zoo.NOT_VIT}
+    active = st.session_state["vx.model"]
+    if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
+        entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)
+    return entries
+
+
+def download(model_id: str, progress) -> None:
+    """Fetch a hub model into the cache (raises HubError); the model list shows it cached at once."""
+    hub.download(model_id, progress=progress)
+    _listed.clear()
+
+
+def device_name() -> str:
+    return zoo.device_name()
+
 
 @st.cache_resource(show_spinner=False, max_entries=6)
 def load_model(model_id: str):
@@ -124,25 +209,34 @@ def sample_label(path: Path) -> str:
     return t(f"app.sample.{path.stem}")
 
 
+def image_label() -> str:
+    """The current image as the reader should see it named: a sample by its translated title, an upload by
+    its file name."""
+    img = st.session_state["vx.image"]
+    return sample_label(SAMPLES / img["name"]) if img.get("sample") else img["name"]
+
+
 def _sample(path: Path) -> dict:
     data = path.read_bytes()
-    return {"data": data, "name": path.name, "digest": image_digest(data)}
+    return {"data": data, "name": path.name, "digest": image_digest(data), "sample": True}
 
 
-def use_image(data: bytes, name: str) -> bool:
-    """Make uploaded bytes the current image, or keep the previous one and say why."""
+def use_image(data: bytes, name: str, sample: bool = False) -> bool:
+    """Make uploaded bytes (or a sample's, `sample`) the current image, or keep the previous one and say why."""
+    digest = image_digest(data)
     try:
-        load_image(data)
+        _decoded(digest, data)  # decoded once: the trace reads the same cached image
     except ImageError as err:
         notify("error", err.key, **err.params)
         return False
-    st.session_state["vx.image"] = {"data": data, "name": name, "digest": image_digest(data)}
+    st.session_state["vx.image"] = {"data": data, "name": name, "digest": digest, "sample": sample}
     st.session_state["vx.patch"] = None
     return True
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def _decoded(digest: str, _data: bytes):
+    """The decoded image (PIL), shared: callers never change it (preprocess returns a new tensor)."""
     return load_image(_data)
 
 
@@ -172,11 +266,23 @@ class Live:
         return self.card.names(lang())
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _trace(model_id: str, digest: str, _data: bytes) -> ViTTrace:
-    model, card = load_model(model_id)
-    pixels = card.preprocess(_decoded(digest, _data))
-    return model.trace(pixels).to("cpu")
+TRACE_CACHE_MB = int(os.environ.get("VIT_EXPLORER_TRACE_CACHE_MB", "1024"))
+
+
+@st.cache_resource(show_spinner=False)
+def traces() -> TraceCache:
+    """Every session's traces, one per (model id, image digest), shared without a copy (a trace's
+    tensors cannot be changed in place: see vit_core.trace) and bounded by bytes, not entries: a
+    ViT-B/16 trace at 224 holds about 100 MB, the embedded model's under 1 MB."""
+    return TraceCache(TRACE_CACHE_MB << 20)
+
+
+def _trace(model_id: str, digest: str, data: bytes) -> ViTTrace:
+    def compute():
+        model, card = load_model(model_id)
+        return model.trace(card.preprocess(_decoded(digest, data))).to("cpu")
+
+    return traces().get((model_id, digest), compute)
 
 
 def live() -> Live:
