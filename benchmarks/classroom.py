@@ -38,7 +38,9 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import requests
 
@@ -74,13 +76,34 @@ class Click:
     replica: str | None
 
 
+# The view a reconnect must give back (issue 10). What a browser keeps across a reconnect is its URL:
+# the page's path and the query string, which it sends again in ClientState (the widget values it holds
+# go too, but a new replica has none of the session state behind them). So the view survives a
+# failover exactly when the app keeps it in the URL. The assumption checked here: the app writes the
+# view into st.query_params (the server sends page_info_changed, the browser puts it in its URL) or
+# binds widgets to query parameters, under these names; it reads them back on a session's first run.
+VIEW_PARAMS = ("lang", "model", "sample", "patch", "layer", "head")
+PHOTO_WIDGETS = {"vx.image_source", "vx.sample"}  # an uploaded photo cannot travel in a URL
+
+
 @dataclass
 class Recovery:
+    """One reconnect after the WebSocket dropped, compared with the view just before the drop."""
+
     seconds: float  # from the WebSocket's close to the end of the rerun on the new connection
     ok: bool  # that rerun ended cleanly
-    view_kept: bool  # same page and the same shown value of every keyed widget
-    lost: list[str]  # what differed
+    page_kept: bool  # the same page
+    url_view: list[str]  # which VIEW_PARAMS the URL held before the drop
+    query_lost: list[str]  # query parameters whose value the reconnect changed or dropped
+    widgets_lost: list[str]  # keyed widgets drawn with another value (the photo's own widgets aside)
+    photo: str | None  # a student with an uploaded photo: "kept" (still shown), "offered" (the uploader
+    # is drawn again), "dropped" (neither); None for the others
     replica: str | None
+    error: str | None = None  # why no reconnect was possible
+
+    @property
+    def view_kept(self) -> bool:
+        return self.ok and self.page_kept and not self.query_lost and not self.widgets_lost
 
 
 @dataclass
@@ -93,6 +116,7 @@ class StudentResult:
     affinity_breaks: list[str] = field(default_factory=list)
     upload_shown: bool | None = None  # upload scenario: the app shows the uploaded photo's name
     unfinished: bool = False  # stopped by --max-seconds, a hang or a lost connection
+    ended: float = 0.0  # when the session closed (time.monotonic)
 
 
 def photo_for(rng: random.Random, name: str) -> tuple[str, bytes]:
@@ -116,6 +140,7 @@ class Student:
         self.reconnect = reconnect
         self.result = StudentResult(name)
         self.lost = False
+        self.photo: str | None = None  # the name of the photo this student uploaded, while the app shows it
 
     def record(self, label: str, run: Run) -> Run:
         self.result.clicks.append(Click(label, run.seconds, run.bytes, run.outcome, run.errors, run.replica))
@@ -133,17 +158,28 @@ class Student:
         return run
 
     async def recover(self, view: dict):
+        query = parse_qs(self.s.query)
         try:
             run = await self.s.reconnect()
-        except (TimeoutError, OSError, Exception) as err:  # noqa: BLE001 - no server left: this session is lost
-            self.result.recoveries.append(Recovery(time.monotonic() - self.s.closed_at, False, False,
-                                                   [f"{type(err).__name__}: {err}"], None))
+        except Exception as err:  # noqa: BLE001 - no server left to take it: this session is lost
+            self.result.recoveries.append(Recovery(time.monotonic() - self.s.closed_at, False, False, [], [], [],
+                                                   None, None, error=f"{type(err).__name__}: {err}"))
             self.lost = True
             return
-        now = self.s.view()
-        lost = [k for k in view if k in now and view[k] != now[k]]  # a widget of the page left behind is not lost
-        self.result.recoveries.append(Recovery(time.monotonic() - self.s.closed_at, run.outcome == "ok" and not run.errors,
-                                               not lost, lost, run.replica))
+        now, query_now = self.s.view(), parse_qs(self.s.query)
+        photo = None
+        if self.photo:
+            photo = ("kept" if self.photo in self.s.captions else
+                     "offered" if self.s.widget("vx.upload") is not None else "dropped")
+            self.photo = self.photo if photo == "kept" else None
+        skip = {"page"} | (PHOTO_WIDGETS if photo in ("offered", "dropped") else set())
+        self.result.recoveries.append(Recovery(
+            time.monotonic() - self.s.closed_at, run.outcome == "ok" and not run.errors,
+            page_kept=now["page"] == view["page"], url_view=[k for k in VIEW_PARAMS if k in query],
+            query_lost=[k for k in query if query_now.get(k) != query[k]],
+            # a widget the page no longer draws is not lost: it shows again when the student goes back
+            widgets_lost=[k for k in view if k not in skip and k in now and view[k] != now[k]],
+            photo=photo, replica=run.replica))
         if run.errors or run.outcome != "ok":
             self.record(f"{self.s.page() or HOME} · reconnect", run)
 
@@ -185,6 +221,7 @@ class Student:
         name, data = photo_for(self.rng, self.name)
         await self.act(f"{HOME} · upload", lambda: self.s.upload("vx.upload", name, data))
         self.result.upload_shown = name in self.s.captions
+        self.photo = name if self.result.upload_shown else None
 
     async def open(self):
         await self.act(HOME, self.s.open)
@@ -209,6 +246,7 @@ class Student:
         self.result.unfinished |= self.lost
         self.result.replicas = self.s.replicas_seen
         self.result.affinity_breaks = self.s.affinity_breaks
+        self.result.ended = time.monotonic()
         await self.s.close()
 
 
@@ -227,16 +265,32 @@ def pick(w, arg):
 
 # ---------------------------------------------------------------- scenarios
 
-async def run_class(base: str, args, *, reconnect: bool = False, during=None) -> list[StudentResult]:
-    """All students of one scenario; `during(started_at)` runs beside them (the failover check kills a
-    replica from there)."""
+@dataclass
+class Kill:
+    """The failover check: `kill()` ends replica `replica` `after` seconds into the class (a crash);
+    the students reconnect when their connection drops."""
+
+    replica: str
+    after: float
+    kill: Callable[[], None]
+    at: float = 0.0  # when it happened (time.monotonic)
+
+    async def run(self, started: float):
+        await asyncio.sleep(max(0.0, started + self.after - time.monotonic()))
+        self.kill()
+        self.at = time.monotonic()
+
+
+async def run_class(base: str, args, *, kill: Kill | None = None) -> list[StudentResult]:
+    """All students of one scenario; with `kill`, a replica dies under them and they reconnect."""
+    reconnect = kill is not None
     steps = QUICK_LESSON if args.quick else LESSON
     deadline = time.monotonic() + args.max_seconds
     students = [Student(base, f"student{i:02d}", random.Random(f"{args.seed}-{i}"), think=tuple(args.think),
                         timeout=args.timeout, deadline=deadline, reconnect=reconnect,
                         locale="zh-CN" if i % 3 == 2 else "en-US")
                 for i in range(args.students)]
-    side = asyncio.create_task(during(time.monotonic())) if during else None
+    side = asyncio.create_task(kill.run(time.monotonic())) if kill else None
     if args.scenario == "same-page":
         await same_page(students, steps, args)
     else:
@@ -356,21 +410,32 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
-def failover(results: list[StudentResult], killed: str) -> dict:
-    """Sessions on the killed replica against the rest: who was cut, who came back, who noticed."""
-    hit = [r for r in results if r.replicas and r.replicas[0] == killed]
-    rest = [r for r in results if r.replicas and r.replicas[0] != killed]
+def failover(results: list[StudentResult], killed: str, at: float) -> dict:
+    """Sessions open on the killed replica at `at` against the rest: who was cut, who came back with
+    the view, who noticed."""
+    open_ = [r for r in results if r.replicas and r.ended > at]
+    hit = [r for r in open_ if r.replicas[0] == killed]
+    rest = [r for r in open_ if r.replicas[0] != killed]
+    recs = [rc for r in hit for rc in r.recoveries]
+    photos = [rc.photo for rc in recs if rc.photo]
     return {"killed": killed, "sessions_on_killed": len(hit),
             "recovered": sum(bool(r.recoveries) and all(rc.ok for rc in r.recoveries) for r in hit),
+            "recovered_in_5s": sum(bool(r.recoveries) and all(rc.ok and rc.seconds <= 5 for rc in r.recoveries)
+                                   for r in hit),
+            "page_kept": sum(bool(r.recoveries) and all(rc.page_kept for rc in r.recoveries) for r in hit),
             "view_kept": sum(bool(r.recoveries) and all(rc.view_kept for rc in r.recoveries) for r in hit),
             "lost": sum(not r.recoveries or not all(rc.ok for rc in r.recoveries) for r in hit),
-            "recovery_max_s": max((rc.seconds for r in hit for rc in r.recoveries), default=0.0),
+            "recovery_max_s": max((rc.seconds for rc in recs), default=0.0),
+            "url_view": sorted({k for rc in recs for k in rc.url_view}),
+            "query_lost": sorted({k for rc in recs for k in rc.query_lost}),
+            "widgets_lost": sorted({k for rc in recs for k in rc.widgets_lost}),
+            "photos": {k: photos.count(k) for k in ("kept", "offered", "dropped") if k in photos},
             "moved_to": sorted({r.replicas[-1] for r in hit if len(r.replicas) > 1}),
             "others": len(rest), "others_errors": sum(len(c.errors) for r in rest for c in r.clicks),
             "others_disconnected": sum(bool(r.recoveries) or any(c.outcome != "ok" for c in r.clicks) for r in rest)}
 
 
-def summarise(results: list[StudentResult], procs: dict, *, label: str, args, killed: str | None = None) -> dict:
+def summarise(results: list[StudentResult], procs: dict, *, label: str, args, kill: Kill | None = None) -> dict:
     clicks = [c for r in results for c in r.clicks]
     done = [c for c in clicks if c.outcome == "ok"]
     pages = {}
@@ -394,10 +459,10 @@ def summarise(results: list[StudentResult], procs: dict, *, label: str, args, ki
         "sessions_per_replica": replicas,
         "sessions_on_two_replicas": sum(len(set(r.replicas)) > 1 and not r.recoveries for r in results),
         "affinity_breaks": [b for r in results for b in r.affinity_breaks],
-        "recoveries": [asdict(rc) for rc in recoveries],
+        "recoveries": [asdict(rc) | {"view_kept": rc.view_kept} for rc in recoveries],
         "reruns_per_s": len(done) / procs["wall_s"] if procs.get("wall_s") else 0.0,
         "procs": procs,
-        "failover": failover(results, killed) if killed else None,
+        "failover": failover(results, kill.replica, kill.at) if kill else None,
         "students_detail": [{"name": r.name, "replicas": r.replicas, "errors": sum(len(c.errors) for c in r.clicks),
                              "recoveries": len(r.recoveries)} for r in results],
     }
@@ -436,9 +501,14 @@ def table(s: dict) -> str:
     if s["failover"]:
         f = s["failover"]
         out.append(f"killed {f['killed']}: {f['sessions_on_killed']} sessions on it, {f['recovered']} recovered on "
-                   f"{', '.join(f['moved_to']) or '-'} ({f['view_kept']} with their view), {f['lost']} lost, slowest "
-                   f"{f['recovery_max_s']:.1f} s; the other {f['others']} sessions: {f['others_errors']} errors, "
-                   f"{f['others_disconnected']} disconnected")
+                   f"{', '.join(f['moved_to']) or '-'} ({f['recovered_in_5s']} within 5 s, slowest "
+                   f"{f['recovery_max_s']:.1f} s), {f['lost']} lost; the other {f['others']} sessions: "
+                   f"{f['others_errors']} errors, {f['others_disconnected']} disconnected")
+        photos = ", ".join(f"{v} {k}" for k, v in f["photos"].items()) or "-"
+        out.append(f"view after the reconnect: page kept {f['page_kept']}/{f['sessions_on_killed']}, whole view kept "
+                   f"{f['view_kept']}/{f['sessions_on_killed']}; in the URL: {', '.join(f['url_view']) or 'nothing'} "
+                   f"(of {', '.join(VIEW_PARAMS)}); changed: {', '.join(f['query_lost'] + f['widgets_lost']) or '-'}"
+                   f"; uploaded photos: {photos}")
     if s["uploads_shown"]:
         out.append(f"uploads shown by the app: {sum(s['uploads_shown'])}/{len(s['uploads_shown'])}")
     out += [f"  error: {e[:200]}" for e in s["errors"][:8]]
@@ -446,15 +516,14 @@ def table(s: dict) -> str:
     return "\n".join(out)
 
 
-async def measure(base: str, pids: list[int], args, *, label: str, reconnect=False, during=None,
-                  killed: str | None = None) -> dict:
+async def measure(base: str, pids: list[int], args, *, label: str, kill: Kill | None = None) -> dict:
     watch = ProcWatch(pids)
     stop = asyncio.Event()
     sampler = asyncio.create_task(watch.sample(stop))
-    results = await run_class(base, args, reconnect=reconnect, during=during)
+    results = await run_class(base, args, kill=kill)
     stop.set()
     await sampler
-    return summarise(results, watch.summary(), label=label, args=args, killed=killed)
+    return summarise(results, watch.summary(), label=label, args=args, kill=kill)
 
 
 def through_nginx(replicas: int, args, port: int) -> dict:
@@ -464,13 +533,8 @@ def through_nginx(replicas: int, args, port: int) -> dict:
     from local import Cluster
 
     with Cluster(replicas, port=port, app_dir=args.app_dir[0] if args.app_dir else ROOT, model=args.model) as c:
-        async def kill(started: float):
-            await asyncio.sleep(max(0.0, started + args.kill_after - time.monotonic()))
-            c.kill(0)
-
-        killing = args.kill_after is not None
-        return asyncio.run(measure(c.url, c.pids(), args, label=f"nginx + {replicas} replicas", reconnect=killing,
-                                   during=kill if killing else None, killed="r0" if killing else None))
+        kill = Kill("r0", args.kill_after, lambda: c.kill(0)) if args.kill_after is not None else None
+        return asyncio.run(measure(c.url, c.pids(), args, label=f"nginx + {replicas} replicas", kill=kill))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -72,8 +72,10 @@ class Widget:
     fragment_id: str
 
     @property
-    def key(self) -> str:  # "$$ID-<hash>-<user key>"
-        return self.id.split("-", 2)[-1]
+    def key(self) -> str:
+        """The user key without the language: "$$ID-<hash>-vx.sample@zh" -> "vx.sample" (ui.choice keys
+        a translated widget per language; the stable id is the part before the "@")."""
+        return self.id.split("-", 2)[-1].split("@")[0]
 
     @property
     def options(self) -> list[str]:
@@ -144,6 +146,33 @@ def wait_healthy(url: str, *, proc=None, seconds: float = 180):
             pass
         time.sleep(0.3)
     raise TimeoutError(f"{url} did not become healthy in {seconds:.0f} s")
+
+
+def free_ports(n: int, first: int | None = None, last: int | None = None) -> list[int]:
+    """`n` loopback ports in first..last that nothing listens on; by default in $VX_TEST_PORTS
+    ("8750-8799" unless set: machines shared by several people give each a range)."""
+    import os
+    import socket
+
+    if first is None or last is None:
+        first, last = map(int, os.environ.get("VX_TEST_PORTS", "8750-8799").split("-"))
+
+    held = []
+    try:
+        for port in range(first, last + 1):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+            if len(held) == n:
+                return [h.getsockname()[1] for h in held]
+    finally:
+        for h in held:
+            h.close()
+    raise RuntimeError(f"fewer than {n} free ports in {first}..{last}")
 
 
 def check_loopback(url: str) -> str:

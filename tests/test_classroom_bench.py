@@ -16,22 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import classroom  # noqa: E402
-from stclient import Session  # noqa: E402
+from stclient import Session, free_ports  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_server():
-    server = classroom.Server(ROOT, free_port())
+    server = classroom.Server(ROOT, free_ports(1)[0])
     yield server
     server.stop()
 
@@ -80,7 +72,7 @@ FAILING_APP = """
 
 def test_client_sees_an_exception_element(tmp_path):
     (tmp_path / "app.py").write_text(textwrap.dedent(FAILING_APP))
-    server = classroom.Server(tmp_path, free_port())
+    server = classroom.Server(tmp_path, free_ports(1)[0])
 
     async def go():
         s = Session(server.url)
