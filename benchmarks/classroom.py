@@ -114,6 +114,7 @@ class StudentResult:
     recoveries: list[Recovery] = field(default_factory=list)
     replicas: list[str] = field(default_factory=list)
     affinity_breaks: list[str] = field(default_factory=list)
+    pinned: dict[str, int] = field(default_factory=dict)  # HTTP requests answered by the session's replica
     upload_shown: bool | None = None  # upload scenario: the app shows the uploaded photo's name
     unfinished: bool = False  # stopped by --max-seconds, a hang or a lost connection
     ended: float = 0.0  # when the session closed (time.monotonic)
@@ -246,6 +247,7 @@ class Student:
         self.result.unfinished |= self.lost
         self.result.replicas = self.s.replicas_seen
         self.result.affinity_breaks = self.s.affinity_breaks
+        self.result.pinned = self.s.pinned
         self.result.ended = time.monotonic()
         await self.s.close()
 
@@ -459,6 +461,7 @@ def summarise(results: list[StudentResult], procs: dict, *, label: str, args, ki
         "sessions_per_replica": replicas,
         "sessions_on_two_replicas": sum(len(set(r.replicas)) > 1 and not r.recoveries for r in results),
         "affinity_breaks": [b for r in results for b in r.affinity_breaks],
+        "pinned_requests": {k: sum(r.pinned.get(k, 0) for r in results) for k in ("upload", "media", "other")},
         "recoveries": [asdict(rc) | {"view_kept": rc.view_kept} for rc in recoveries],
         "reruns_per_s": len(done) / procs["wall_s"] if procs.get("wall_s") else 0.0,
         "procs": procs,
@@ -487,11 +490,15 @@ def table(s: dict) -> str:
                f"{s['unfinished']} · skipped {len(s['skipped'])} · affinity breaks {len(s['affinity_breaks'])}"
                f" · sent {s['all']['mb_total']:.0f} MB · {s['reruns_per_s']:.2f} reruns/s")
     out.append(f"server: peak RSS {p['peak_rss_mb_total']:.0f} MB ({', '.join(f'{v:.0f}' for v in p['peak_rss_mb'].values())})"
-               f" · CPU {p['cpu_cores_avg']:.2f} cores avg over {p['wall_s']:.0f} s · client CPU {p['client_cpu_s']:.0f} s"
+               f" · CPU {p['cpu_cores_avg']:.2f} cores avg over {p['wall_s']:.0f} s"
+               f" ({', '.join(f'{v:.0f}' for v in p['cpu_s'].values())} CPU s) · client CPU {p['client_cpu_s']:.0f} s"
                f" · load {p['load_before']:.1f} -> {p['load_after']:.1f} on {p['cpus']} CPUs")
     if s["sessions_per_replica"]:
         out.append("replicas: " + ", ".join(f"{k} {v} sessions" for k, v in sorted(s["sessions_per_replica"].items()))
                    + f" · sessions on two replicas without a failover {s['sessions_on_two_replicas']}")
+        n = s["pinned_requests"]
+        out.append(f"affinity: {sum(n.values())} HTTP requests answered by the session's own replica ({n['upload']} "
+                   f"uploads, {n['media']} media, {n['other']} other), {len(s['affinity_breaks'])} by another")
     if s["recoveries"]:
         rec = s["recoveries"]
         secs = [r["seconds"] for r in rec]

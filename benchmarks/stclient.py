@@ -202,6 +202,7 @@ class Session:
         self.replica: str | None = None  # who answered the WebSocket handshake (through nginx)
         self.replicas_seen: list[str] = []  # every replica that answered this tab, in order
         self.affinity_breaks: list[str] = []  # HTTP requests answered by another replica than the WebSocket's
+        self.pinned: dict[str, int] = {}  # "upload" / "media" / "other" -> HTTP requests answered by the WebSocket's replica
         self._cache: dict[str, tuple[ForwardMsg, int]] = {}  # hash -> (message, run it was last used in)
         self._media_seen: set[str] = set()
         self._runs = 0
@@ -465,9 +466,13 @@ class Session:
     async def _http(self, method: str, path: str, *, check: bool = True, **kwargs) -> requests.Response:
         url = path if path.startswith("http") else self.base + path
         r = await asyncio.to_thread(self.http.request, method, check_loopback(url), timeout=self.timeout, **kwargs)
-        replica = r.headers.get(REPLICA_HEADER)
-        if replica and self.replica and replica != self.replica and self.ws is not None:
-            self.affinity_breaks.append(f"{method} {urlsplit(url).path} answered by {replica}, session on {self.replica}")
+        replica, where = r.headers.get(REPLICA_HEADER), urlsplit(url).path
+        if replica and self.replica and self.ws is not None:
+            if replica != self.replica:
+                self.affinity_breaks.append(f"{method} {where} answered by {replica}, session on {self.replica}")
+            else:
+                kind = "upload" if "/upload_file/" in where else "media" if where.startswith("/media/") else "other"
+                self.pinned[kind] = self.pinned.get(kind, 0) + 1
         if check:
             r.raise_for_status()
         return r
