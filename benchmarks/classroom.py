@@ -285,7 +285,7 @@ class Kill:
 
 async def run_class(base: str, args, *, kill: Kill | None = None) -> list[StudentResult]:
     """All students of one scenario; with `kill`, a replica dies under them and they reconnect."""
-    reconnect = kill is not None
+    reconnect = kill is not None or args.reconnect
     steps = QUICK_LESSON if args.quick else LESSON
     deadline = time.monotonic() + args.max_seconds
     students = [Student(base, f"student{i:02d}", random.Random(f"{args.seed}-{i}"), think=tuple(args.think),
@@ -561,6 +561,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--replicas", type=int, action="append", help="through nginx with N replicas (deploy/local.py); "
                     "repeatable (--replicas 1 --replicas 2: measured in turn)")
     ap.add_argument("--kill-after", type=float, help="with --replicas: kill replica r0 this many s into the run")
+    ap.add_argument("--reconnect", action="store_true", help="a dropped connection reconnects (a replica behind "
+                    "--url died; implied by --kill-after) instead of ending the session")
     ap.add_argument("--laps", type=int, default=1, help="go through the lesson this many times (later laps: warm)")
     ap.add_argument("--quick", action="store_true", help="pages only (plus one slider): the test-suite version")
     ap.add_argument("--json", type=Path, help="write the numbers here")

@@ -5,7 +5,7 @@
 Starts `streamlit run app.py` N times (ports --port+1 ...), warms each one (deploy/warm.py: every
 page once) before nginx sends it students, then runs nginx in the foreground with
 deploy/nginx.conf.template filled in, its pid, logs and temp files in a folder of its own (no root,
-no /etc/nginx). Students open http://LISTEN:PORT. Ctrl-C stops everything. A replica that dies is
+no /etc/nginx). Students open http://LISTEN:PORT. Ctrl-C (or SIGTERM) stops everything. A replica that dies is
 started again (and warmed) unless --no-restart; the sessions it held reconnect to another replica
 meanwhile and stay there.
 
@@ -159,6 +159,10 @@ class Cluster:
             time.sleep(2)
 
 
+def stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--replicas", type=int, default=max(1, min(8, os.cpu_count() or 1)))
@@ -168,10 +172,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-warm", action="store_true", help="do not warm replicas before serving")
     ap.add_argument("--no-restart", action="store_true", help="leave a dead replica dead")
     a = ap.parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored there)
+        signal.signal(sig, stop)
     cluster = Cluster(a.replicas, port=a.port, listen=a.listen, model=a.model, warm_up=not a.no_warm)
     with cluster:
         print(f"ViT Explorer: {cluster.url} -> {a.replicas} replicas on ports {cluster.ports} "
-              f"(nginx prefix {cluster.prefix}; warm-up {', '.join(f'{s:.0f} s' for s in cluster.warm_seconds)})",
+              f"(nginx prefix {cluster.prefix}; warm-up {', '.join(f'{s:.0f} s' for s in cluster.warm_seconds) or 'off'})",
               flush=True)
         try:
             cluster.watch(restart=not a.no_restart)
