@@ -149,3 +149,52 @@ def test_sessions_stay_on_their_replica_and_survive_a_killed_one():
     assert f["others_errors"] == 0 and f["others_disconnected"] == 0
     assert s["errors"] == [] and s["hung"] == 0 and s["unfinished"] == 0
     assert any("PUT /_stcore/upload_file/" in line and "served=r1" in line for line in log)
+
+
+DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
+NOT_IN_IMAGE = {".ci", ".dockerignore", ".gitignore", "README.md", "docs", "models", "pyproject.toml",
+                "requirements-dev.txt", "tests", "benchmarks", "deploy"}  # of the last two, the image takes two files
+
+
+def image_copies() -> list[tuple[str, str]]:
+    """(source, destination) of every COPY in deploy/Dockerfile, relative to the repository / WORKDIR."""
+    pairs = []
+    for line in re.findall(r"^COPY (.+)$", DOCKERFILE, re.M):
+        *sources, dst = line.split()
+        pairs += [(src, f"{dst}/{Path(src).name}" if dst.endswith("/") or len(sources) > 1 else dst) for src in sources]
+    return pairs
+
+
+def test_the_image_takes_every_file_the_app_runs_from():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    top = {path.split("/")[0] for path in tracked}
+    copied = {src.split("/")[0] for src, _ in image_copies()}
+    assert top - NOT_IN_IMAGE == copied - {"benchmarks", "deploy"}, "a new top-level file: COPY it or list it here"
+    # the torch line installs the pinned version
+    pin = re.search(r"^torch==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    sed = re.search(r"\$\(sed -n '([^']+)' requirements.txt\)", DOCKERFILE).group(1)
+    out = subprocess.run(["sed", "-n", sed, "requirements.txt"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == pin
+
+
+@pytest.mark.slow
+def test_the_image_files_serve_every_page(tmp_path):
+    """What the Dockerfile copies, and nothing else, serves every page in both languages (deploy/warm.py)."""
+    import classroom
+    from stclient import free_ports
+    from warm import warm
+
+    app = tmp_path / "app"
+    for src, dst in image_copies():
+        if src == "requirements.txt":
+            continue
+        target = app / dst
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (ROOT / src).is_dir() else shutil.copy)(ROOT / src, target)
+    env = {"HF_HOME": str(tmp_path / "hf"), "VIT_EXPLORER_MODELS": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"}
+    server = classroom.Server(app, free_ports(1)[0], env=env)
+    try:
+        errors = asyncio.run(warm(server.url))
+    finally:
+        server.stop()
+    assert errors == []
