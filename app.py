@@ -9,6 +9,7 @@ import ui
 
 st.set_page_config(page_title="ViT Explorer", page_icon="🔍", layout="wide")
 ui.init_state()
+ui.view_from_url()  # a reload, a reconnect or a shared link reopens the view its address names
 t = ui.t
 
 # (file, title key). Each URL is the file's stem (/step5_encoder): Streamlit resolves a deep link
@@ -23,6 +24,7 @@ PAGES = [
     ("pages/step6_classify.py", "app.nav.step6"),
     ("pages/rollout_lab.py", "app.nav.rollout"),
     ("pages/cnn_vs_vit.py", "app.nav.cnn"),
+    ("pages/classroom.py", "classroom.nav"),
 ]
 pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=path == "pages/home.py")
          for path, key in PAGES}
@@ -124,6 +126,7 @@ def show_notice():
 
 
 with st.sidebar:
+    ui.class_bar()  # in a class: the teacher's view goes out, a following student takes it (before any widget)
     language_picker()
     model_picker()
     image_picker()
@@ -135,3 +138,5 @@ except Exception as err:  # noqa: BLE001 - the last net: a page failure is a mes
     # (st.rerun / st.stop / st.switch_page raise BaseException subclasses and pass through)
     logging.getLogger("vit_explorer").exception("page %s failed", current.url_path)
     ui.show_error(err)
+finally:
+    ui.view_to_url()
