@@ -1,6 +1,6 @@
 """One machine, many cores: N app replicas on loopback ports behind Debian's nginx, with session affinity.
 
-    python deploy/local.py [--replicas 2] [--port 8620] [--listen 127.0.0.1] [--model PATH] [--no-warm]
+    python deploy/local.py [--replicas 2] [--port 8501] [--listen 127.0.0.1] [--model PATH] [--no-warm]
 
 Starts `streamlit run app.py` N times (ports --port+1 ...), warms each one (deploy/warm.py: every
 page once) before nginx sends it students, then runs nginx in the foreground with
@@ -57,7 +57,7 @@ def render(prefix: Path, listen: str, ports: list[int]) -> str:
 class Cluster:
     """N replicas and nginx in front, started on enter and stopped on exit."""
 
-    def __init__(self, replicas: int = 2, *, port: int = 8620, listen: str = "127.0.0.1", app_dir: Path = ROOT,
+    def __init__(self, replicas: int = 2, *, port: int = 8501, listen: str = "127.0.0.1", app_dir: Path = ROOT,
                  model: str | None = None, warm_up: bool = True, threads: int | None = 1,
                  replica_ports: list[int] | None = None):
         if not shutil.which("nginx"):
@@ -166,7 +166,7 @@ def stop(signum, frame):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--replicas", type=int, default=max(1, min(8, os.cpu_count() or 1)))
-    ap.add_argument("--port", type=int, default=8620, help="nginx listens here; replicas use the next ports")
+    ap.add_argument("--port", type=int, default=8501, help="nginx listens here; replicas use the next ports")
     ap.add_argument("--listen", default="127.0.0.1", help="0.0.0.0 to serve a classroom network")
     ap.add_argument("--model", help="the replicas' default model (a checkpoint path or hub id)")
     ap.add_argument("--no-warm", action="store_true", help="do not warm replicas before serving")
