@@ -77,13 +77,13 @@ class Click:
 
 
 # The view a reconnect must give back (issue 10). What a browser keeps across a reconnect is its URL:
-# the page's path and the query string, which it sends again in ClientState (the widget values it holds
-# go too, but a new replica has none of the session state behind them). So the view survives a
-# failover exactly when the app keeps it in the URL. The assumption checked here: the app writes the
-# view into st.query_params (the server sends page_info_changed, the browser puts it in its URL) or
-# binds widgets to query parameters, under these names; it reads them back on a session's first run.
-VIEW_PARAMS = ("lang", "model", "sample", "patch", "layer", "head")
-PHOTO_WIDGETS = {"vx.image_source", "vx.sample"}  # an uploaded photo cannot travel in a URL
+# the page's path and the query string, which it sends again in ClientState (with the values of the
+# widgets it shows; a new replica has none of the session state behind them). So the view survives a
+# failover exactly when the app keeps it in the URL, as ui.view_to_url does after every run (the
+# server sends page_info_changed, the browser puts it in its address bar) and ui.view_from_url reads
+# it back on a session's first run. These are its parameters (ui.URL_KEYS; lab settings come as
+# further JSON-valued parameters, compared like the rest).
+VIEW_PARAMS = ("lang", "model", "image", "patch", "layer", "head")
 
 
 @dataclass
@@ -96,8 +96,9 @@ class Recovery:
     url_view: list[str]  # which VIEW_PARAMS the URL held before the drop
     query_lost: list[str]  # query parameters whose value the reconnect changed or dropped
     widgets_lost: list[str]  # keyed widgets drawn with another value (the photo's own widgets aside)
-    photo: str | None  # a student with an uploaded photo: "kept" (still shown), "offered" (the uploader
-    # is drawn again), "dropped" (neither); None for the others
+    photo: str | None  # a student with an uploaded photo: "kept" (still shown), "offered" (the uploader is
+    # drawn again with a note saying why), "silent" (the uploader without a note), "dropped" (neither);
+    # None for the others
     replica: str | None
     error: str | None = None  # why no reconnect was possible
 
@@ -170,16 +171,17 @@ class Student:
         now, query_now = self.s.view(), parse_qs(self.s.query)
         photo = None
         if self.photo:
-            photo = ("kept" if self.photo in self.s.captions else
-                     "offered" if self.s.widget("vx.upload") is not None else "dropped")
+            uploader = self.s.widget("vx.upload") is not None
+            photo = ("kept" if self.photo in self.s.captions else "dropped" if not uploader else
+                     "offered" if self.s.notes else "silent")
             self.photo = self.photo if photo == "kept" else None
-        skip = {"page"} | (PHOTO_WIDGETS if photo in ("offered", "dropped") else set())
         self.result.recoveries.append(Recovery(
             time.monotonic() - self.s.closed_at, run.outcome == "ok" and not run.errors,
             page_kept=now["page"] == view["page"], url_view=[k for k in VIEW_PARAMS if k in query],
-            query_lost=[k for k in query if query_now.get(k) != query[k]],
+            # the URL names an own photo only as "image=upload": in its place the app shows a sample
+            query_lost=[k for k in query if query_now.get(k) != query[k] and not (k == "image" and photo != "kept")],
             # a widget the page no longer draws is not lost: it shows again when the student goes back
-            widgets_lost=[k for k in view if k not in skip and k in now and view[k] != now[k]],
+            widgets_lost=[k for k in view if k != "page" and k in now and view[k] != now[k]],
             photo=photo, replica=run.replica))
         if run.errors or run.outcome != "ok":
             self.record(f"{self.s.page() or HOME} · reconnect", run)
@@ -431,7 +433,7 @@ def failover(results: list[StudentResult], killed: str, at: float) -> dict:
             "url_view": sorted({k for rc in recs for k in rc.url_view}),
             "query_lost": sorted({k for rc in recs for k in rc.query_lost}),
             "widgets_lost": sorted({k for rc in recs for k in rc.widgets_lost}),
-            "photos": {k: photos.count(k) for k in ("kept", "offered", "dropped") if k in photos},
+            "photos": {k: photos.count(k) for k in ("kept", "offered", "silent", "dropped") if k in photos},
             "moved_to": sorted({r.replicas[-1] for r in hit if len(r.replicas) > 1}),
             "others": len(rest), "others_errors": sum(len(c.errors) for r in rest for c in r.clicks),
             "others_disconnected": sum(bool(r.recoveries) or any(c.outcome != "ok" for c in r.clicks) for r in rest)}

@@ -131,6 +131,7 @@ class _Pending:
     widgets: dict[str, Widget] = field(default_factory=dict)
     media: list[str] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def wait_healthy(url: str, *, proc=None, seconds: float = 180):
@@ -197,6 +198,7 @@ class Session:
         self.query = ""  # the URL's query string
         self.widgets: dict[str, Widget] = {}  # id -> widget drawn in the last run
         self.captions: list[str] = []  # the image captions of the last run
+        self.notes: list[str] = []  # the st.info / st.warning texts of the last run
         self.states: dict[str, WidgetState] = {}  # id -> the value this tab sends back
         self.values: dict[str, object] = {}  # id -> the value this tab shows (drawn, or set by the student)
         self.replica: str | None = None  # who answered the WebSocket handshake (through nginx)
@@ -375,6 +377,7 @@ class Session:
         if outcome == "ok":
             self.widgets = (self.widgets | pending.widgets) if pending.fragment else pending.widgets
             self.captions = (self.captions + pending.captions) if pending.fragment else pending.captions
+            self.notes = (self.notes + pending.notes) if pending.fragment else pending.notes
             self.states = {i: s for i, s in self.states.items() if i in self.widgets}
             for i, w in pending.widgets.items():  # the browser takes a value the server sets, keeps its own otherwise
                 if getattr(w.proto, "set_value", False) or i not in self.values:
@@ -455,6 +458,8 @@ class Session:
             p.errors.append(f"exception: {el.exception.type}: {el.exception.message[:300]}")
         elif kind == "alert" and el.alert.format == Alert.ERROR:
             p.errors.append(f"st.error: {el.alert.body[:300]}")
+        elif kind == "alert" and el.alert.format in (Alert.INFO, Alert.WARNING):
+            p.notes.append(el.alert.body)
         elif kind == "imgs":
             p.media += [img.url for img in el.imgs.imgs if img.url.startswith("/media/")]
             p.captions += [img.caption for img in el.imgs.imgs]

@@ -52,6 +52,13 @@ def test_manifest_matches_the_kubernetes_schema(kind):
     assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == K8S_VERSION
 
 
+def test_the_benchmark_checks_the_view_parameters_the_app_writes():
+    import classroom
+    import ui
+
+    assert classroom.VIEW_PARAMS == ui.URL_KEYS
+
+
 def test_the_validator_rejects_a_misspelt_field():
     doc = manifests()["Deployment"]
     c = doc["spec"]["template"]["spec"]["containers"][0]
@@ -123,8 +130,8 @@ def test_sessions_stay_on_their_replica_and_survive_a_killed_one():
     """Two replicas behind nginx, six students uploading their photos and doing the whole lesson; replica
     r0 is killed a few seconds in. Every session stays on one replica (uploads and pictures too),
     both replicas get students, r0's sessions reconnect to r1 within 5 s on the same page and run
-    cleanly, r1's never notice. The view: what the URL carries must come back whole; once the app
-    keeps its view there (classroom.VIEW_PARAMS), the whole view must come back."""
+    cleanly and with their whole view (page, URL, every widget), the photo asked for again, and r1's
+    never notice."""
     import classroom
     from local import Cluster
     from stclient import free_ports
@@ -138,14 +145,16 @@ def test_sessions_stay_on_their_replica_and_survive_a_killed_one():
         log = c.access_log()
     print(classroom.table(s))
     f = s["failover"]
-    assert s["sessions_per_replica"] == {"r0": 3, "r1": 3}  # least connections: the load spreads
+    # least connections: the load spreads (students arriving at the same moment may tie and land together)
+    assert s["sessions_per_replica"].keys() == {"r0", "r1"} and min(s["sessions_per_replica"].values()) >= 2
     assert s["affinity_breaks"] == [] and s["sessions_on_two_replicas"] == 0
     assert s["uploads_shown"] == [True] * 6 and s["pinned_requests"]["upload"] == 6 and s["pinned_requests"]["media"] > 0
-    assert f["sessions_on_killed"] == 3 and f["recovered"] == 3 and f["lost"] == 0 and f["moved_to"] == ["r1"]
-    assert f["recovered_in_5s"] == 3 and f["page_kept"] == 3
-    assert f["query_lost"] == []  # what the URL carries comes back
-    if f["url_view"]:  # the app keeps its view in the URL: all of it comes back
-        assert f["view_kept"] == 3, f["widgets_lost"]
+    n = f["sessions_on_killed"]
+    assert n == s["sessions_per_replica"]["r0"] and f["recovered"] == n and f["lost"] == 0 and f["moved_to"] == ["r1"]
+    assert f["recovered_in_5s"] == n and f["page_kept"] == n
+    assert set(f["url_view"]) >= {"lang", "model", "image", "layer", "head"}  # the view was in the URL...
+    assert f["query_lost"] == [] and f["widgets_lost"] == [] and f["view_kept"] == n  # ... and came back whole
+    assert f["photos"] == {"offered": n}  # the uploader again, with a sentence saying why
     assert f["others_errors"] == 0 and f["others_disconnected"] == 0
     assert s["errors"] == [] and s["hung"] == 0 and s["unfinished"] == 0
     assert any("PUT /_stcore/upload_file/" in line and "served=r1" in line for line in log)
