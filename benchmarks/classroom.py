@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/classroom.py [--scenario lesson|same-page|upload] [--students 30]
         [--url http://127.0.0.1:PORT | --app-dir DIR [--app-dir DIR2 ...]] [--model PATH]
         [--think 2 6] [--stagger 30] [--seed 0] [--timeout 120] [--max-seconds 900] [--json OUT]
+        [--replicas N [--replicas M ...] [--kill-after S]] [--reconnect] [--laps K] [--quick]
 
 Each student (benchmarks/stclient.py: what a browser tab sends and receives) opens the overview,
 walks the six steps and the two labs, changes a few widgets on the way (patch row/column, layer and
@@ -21,7 +22,14 @@ Without --url it starts `streamlit run app.py` from each --app-dir (default: thi
 127.0.0.1, one after the other with the same seed, so two versions of the code are measured side by
 side in one run. Errors are exception elements, st.error alerts, failed uploads or media, compile
 errors and pages not found; a hung session is a click with no script_finished within --timeout.
-Through deploy/local.py (nginx, several replicas) it also reports which replica served each session.
+
+`--replicas N` runs the class through deploy/local.py instead (nginx and N warmed replicas; repeat it
+to measure 1 against 2 replicas in one run) and reports the sessions per replica and every HTTP
+request (uploads, pictures) answered by another replica than its session's. `--kill-after S` kills
+replica r0 S seconds in: its students reconnect through nginx as a browser does, and the report says
+how many came back, how fast, on which replica, whether the rest noticed, and whether each got its
+view back (VIEW_PARAMS below: the page, every query parameter, every widget's shown value, and an
+uploaded photo asked for again).
 """
 
 from __future__ import annotations
