@@ -1,4 +1,5 @@
-"""deploy/: the Kubernetes manifests against the API schemas and against each other, the nginx
+"""deploy/: the Kubernetes manifests against the API schemas and against each other, the image's
+files against the repository (and serving every page), the nginx
 template against nginx and Streamlit's config, and (slow) a real run through nginx: two replicas,
 a few students, one replica killed mid-lesson."""
 
