@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import json
 import os
 import pkgutil
@@ -244,6 +245,21 @@ def _decoded(digest: str, _data: bytes):
     return load_image(_data)
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _thumbnail(digest: str, _data: bytes, side: int) -> bytes:
+    image = _decoded(digest, _data).copy()
+    image.thumbnail((side, side))  # a 12-megapixel photo is not re-encoded at full size on every rerun
+    out = io.BytesIO()
+    image.save(out, "PNG" if max(image.size) <= 64 else "JPEG", quality=90)
+    return out.getvalue()
+
+
+def current_thumbnail(side: int = 512) -> bytes:
+    """The current image, encoded once at most `side` pixels a side, for the sidebar."""
+    img = st.session_state["vx.image"]
+    return _thumbnail(img["digest"], img["data"], side)
+
+
 def current_image():
     img = st.session_state["vx.image"]
     return _decoded(img["digest"], img["data"])
@@ -399,6 +415,20 @@ def layer_head_picker(depth: int, heads: int, *, key: str = "lh", with_head: boo
         head = cols[1].slider(t("app.head"), 1, heads, min(st.session_state["vx.head"] + 1, heads), key=f"vx.{key}.head") - 1
         st.session_state["vx.head"] = head
     return layer, head
+
+
+def section(fn):
+    """A page section that reruns alone when one of its own widgets changes (st.fragment): the sidebar and
+    the page's other sections are not rebuilt or sent again. Use it for a section whose widgets nothing
+    outside it reads. The address bar still follows the view."""
+
+    @st.fragment
+    @functools.wraps(fn)
+    def run():
+        fn()
+        view_to_url()  # a fragment's rerun does not reach the end of app.py
+
+    return run
 
 
 def plot(fig, **kwargs) -> None:
