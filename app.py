@@ -24,13 +24,19 @@ PAGES = [
     ("pages/step6_classify.py", "app.nav.step6"),
     ("pages/rollout_lab.py", "app.nav.rollout"),
     ("pages/cnn_vs_vit.py", "app.nav.cnn"),
+    ("pages/exp_position.py", "exp.nav.position"),
+    ("pages/exp_logit_lens.py", "exp.nav.lens"),
+    ("pages/exp_occlusion.py", "exp.nav.occlusion"),
+    ("pages/exp_windows.py", "exp.nav.windows"),
+    ("pages/exp_finetune.py", "exp.nav.finetune"),
 ]
 pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=path == "pages/home.py")
          for path, key in PAGES}
 sections = {
     t("app.nav.section.start"): [pages["pages/home.py"]],
     t("app.nav.section.steps"): [pages[p] for p, *_ in PAGES[1:7]],
-    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:]],
+    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:9]],
+    t("exp.nav.section"): [pages[p] for p, *_ in PAGES[9:]],
 }
 current = st.navigation(sections)
 

@@ -300,3 +300,23 @@ def token_labels(tr: ViTTrace) -> list[str]:
     w = tr.grid[1]
     prefix = [t("step4.token.cls"), t("step4.token.dist")][:tr.num_prefix_tokens]
     return prefix + [t("step4.token.patch", i=i, r=i // w, c=i % w) for i in range(tr.grid[0] * w)]
+
+
+# --- experiment pages
+
+def setting(key: str, default, valid=lambda v: True) -> str:
+    """A page widget's key: its value survives page switches and falls back to `default` when the model or
+    image makes it meaningless (draw the widget without value=, so session state is the one source)."""
+    persist(key)
+    if key not in st.session_state or not valid(st.session_state[key]):
+        st.session_state[key] = default
+    return key
+
+
+@st.cache_resource(show_spinner=False)
+def fashion_mnist() -> dict:
+    """{"train": (images, labels), "test": (...)}: Fashion-MNIST read once per process and shared read-only.
+    Raises vit_core.data.DatasetMissingError when the Debian package is not installed."""
+    from vit_core.data import load_fashion_mnist
+
+    return {split: load_fashion_mnist(split) for split in ("train", "test")}

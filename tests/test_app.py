@@ -10,7 +10,8 @@ from apptest import ROOT, RAW_KEY, assert_clean, open_app, select_patch
 
 PAGES = ["pages/home.py", "pages/step1_patchify.py", "pages/step2_project.py", "pages/step3_position.py",
          "pages/step4_cls.py", "pages/step5_encoder.py", "pages/step6_classify.py", "pages/rollout_lab.py",
-         "pages/cnn_vs_vit.py"]
+         "pages/cnn_vs_vit.py", "pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_occlusion.py",
+         "pages/exp_windows.py", "pages/exp_finetune.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,9 @@ PAGES = [  # (url path, translation area of the page, its navigation label)
     ("step2_project", "step2", "app.nav.step2"), ("step3_position", "step3", "app.nav.step3"),
     ("step4_cls", "step4", "app.nav.step4"), ("step5_encoder", "step5", "app.nav.step5"),
     ("step6_classify", "step6", "app.nav.step6"), ("rollout_lab", "rollout", "app.nav.rollout"),
-    ("cnn_vs_vit", "cnn", "app.nav.cnn"),
+    ("cnn_vs_vit", "cnn", "app.nav.cnn"), ("exp_position", "exp.position", "exp.nav.position"),
+    ("exp_logit_lens", "exp.lens", "exp.nav.lens"), ("exp_occlusion", "exp.occlusion", "exp.nav.occlusion"),
+    ("exp_windows", "exp.windows", "exp.nav.windows"), ("exp_finetune", "exp.finetune", "exp.nav.finetune"),
 ]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
