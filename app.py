@@ -38,7 +38,7 @@ sections = {
     t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:9]],
     t("exp.nav.section"): [pages[p] for p, *_ in PAGES[9:]],
 }
-current = st.navigation(sections)
+current = st.navigation(sections, expanded=True)  # every page listed: no "View more" fold
 
 
 def language_picker():

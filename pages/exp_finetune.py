@@ -60,8 +60,8 @@ if len(classes) < 2:
 inputs = (tuple(classes), int(shots), int(seed), held_out)
 ds = task(*inputs)
 k = len(classes)
-st.image(vz.examples_montage(ds.train_images.numpy(), ds.train_labels.numpy(), k, min(shots, 10)),
-         caption=t("exp.finetune.montage", rows=", ".join(labels[i] for i in classes), shots=shots, held=held_out))
+montage = vz.examples_montage(ds.train_images.numpy(), ds.train_labels.numpy(), k, min(shots, 10))
+st.image(montage, width=montage.shape[1], caption=t("exp.finetune.montage", rows=", ".join(labels[i] for i in classes), shots=shots, held=held_out))
 
 # --- a linear head on the frozen backbone
 st.subheader(t("exp.finetune.probe.title"))

@@ -49,7 +49,7 @@ for col, name in zip(cols, ex.MAPS):
                             diverging=name == "occlusion", zmin=None if name == "occlusion" else 0, hover=hover,
                             title=t(f"exp.occlusion.map.{name}"), height=380), key=f"exp.occlusion.{name}")
         st.caption(t(f"exp.occlusion.caption.{name}", p=res.base_prob, N=s.N))
-st.caption(t("exp.occlusion.timing", N=s.N, s=res.occlusion_s, device=str(lv.model.device)))
+st.caption(t("exp.occlusion.timing", N=s.N, s=res.occlusion_s, device=lv.model.device.type.upper()))
 
 # --- do they agree? rank correlation on this image
 st.subheader(t("exp.occlusion.agree.title"))

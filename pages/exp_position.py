@@ -97,7 +97,7 @@ if on_dataset:
     c = st.columns(3)
     c[0].metric(t("exp.position.ablation.acc_with", n=SLICE), f"{ab.accuracy(True):.1%}")
     c[1].metric(t("exp.position.ablation.acc_without", n=SLICE), f"{ab.accuracy(False):.1%}",
-                f"{100 * (ab.accuracy(False) - ab.accuracy(True)):+.1f} pt")
+                t("exp.position.ablation.points", v=f"{100 * (ab.accuracy(False) - ab.accuracy(True)):+.1f}"))
     c[2].metric(t("exp.position.ablation.agree"), f"{ab.agreement:.1%}")
 else:
     st.dataframe(pd.DataFrame({t("exp.position.ablation.image"): [ui.sample_label(ui.SAMPLES / f) for f in files],

@@ -24,7 +24,7 @@ st.subheader(t("exp.windows.stride.title"))
 st.markdown(t("exp.windows.stride.body"))
 c = st.columns(2)
 P = c[0].slider(t("exp.windows.patch"), 2, min(s.H, s.W) // 2, key=ui.setting(f"exp.windows.P.{s.H}x{s.W}", s.P))
-S = c[1].slider(t("exp.windows.stride"), 1, P, key=ui.setting(f"exp.windows.S.{s.H}x{s.W}", min(P, s.P),
+S = c[1].slider(t("exp.windows.stride"), 1, P, key=ui.setting(f"exp.windows.S.{s.H}x{s.W}", max(1, P // 2),
                                                                  valid=lambda v: 1 <= v <= P))
 geo = ex.stride_geometry((s.H, s.W), P, S, s.C, s.prefix)
 own = ex.stride_geometry((s.H, s.W), s.P, s.P, s.C, s.prefix)
@@ -35,7 +35,8 @@ with left:
             key="exp.windows.stride_fig")
 with right:
     st.latex(rf"N = \Big(\Big\lfloor\frac{{{s.H}-{P}}}{{{S}}}\Big\rfloor+1\Big)\Big(\Big\lfloor\frac{{{s.W}-{P}}}{{{S}}}"
-             rf"\Big\rfloor+1\Big) = {geo.grid[0]}\times{geo.grid[1]} = {geo.num_patches}")
+             rf"\Big\rfloor+1\Big)")
+    st.latex(rf"= {geo.grid[0]}\times{geo.grid[1]} = {geo.num_patches}")
     for label, value, was in [("n", geo.num_patches, own.num_patches), ("dim", geo.patch_dim, own.patch_dim),
                               ("t2", geo.attention_entries, own.attention_entries)]:
         st.metric(t(f"exp.windows.metric.{label}"), f"{value:,}", t("exp.windows.vs_model", v=f"{was:,}",

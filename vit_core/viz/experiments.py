@@ -88,8 +88,10 @@ def grouped_bars(labels: list[str], series: dict[str, np.ndarray], *, x_title: s
                              hovertemplate=name + " · %{y}: %{x:.4f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title=x_title, range=[0, 1.15], tickformat=".0%")
-    return style(fig, title=title, height=height or 120 + 26 * len(labels) * len(series), barmode="group",
-                 legend=dict(orientation="h", y=-0.25))
+    fig = style(fig, title=title, height=height or 150 + 26 * len(labels) * len(series), barmode="group",
+                legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"))  # above the bars, clear of the axis title
+    fig.update_layout(margin=dict(t=90 if title else 40))
+    return fig
 
 
 def proof_figure(with_pos: np.ndarray, without_pos: np.ndarray, *, names: tuple[str, str], x_title: str,
@@ -118,8 +120,10 @@ def depth_lines(series: dict[str, np.ndarray], *, x_title: str, y_title: str, ti
     fig.update_xaxes(dtick=1)
     if percent:
         fig.update_yaxes(tickformat=".0%")
-    if reversed_y:
-        fig.update_yaxes(autorange="reversed", rangemode="tozero")
+    if reversed_y:  # ranks: whole numbers, 1 at the top
+        worst = max(float(np.max(v)) for v in series.values())
+        fig.update_yaxes(range=[worst + 0.5, 0.5], dtick=1 if worst <= 12 else None, tickformat="d")
+    fig.update_layout(legend=dict(orientation="h", y=-0.3))  # below the axis title
     return fig
 
 
@@ -176,13 +180,14 @@ def layer_lines(series: dict[str, np.ndarray], *, x_title: str, y_title: str, ti
 # ----------------------------------------------------------------------------- 5. teach it new classes
 
 def examples_montage(images: np.ndarray, labels: np.ndarray, classes: int, per_class: int = 10,
-                     gap: int = 2) -> np.ndarray:
+                     gap: int = 2, scale: int = 2) -> np.ndarray:
     """Up to `per_class` images (n, h, w) of each task class on one row each: an (H, W) uint8 picture,
-    dark on white as a person draws clothes (the dataset stores them light on black)."""
+    dark on white as a person draws clothes (the dataset stores them light on black), enlarged `scale`×
+    with hard pixel edges."""
     images = np.asarray(images)
     n, h, w = images.shape
     out = np.full((classes * (h + gap) - gap, per_class * (w + gap) - gap), 255, dtype=np.uint8)
     for k in range(classes):
         for j, img in enumerate(images[np.asarray(labels) == k][:per_class]):
             out[k * (h + gap): k * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = 255 - img
-    return out
+    return out.repeat(scale, 0).repeat(scale, 1)
