@@ -56,7 +56,7 @@ stats = ex.window_stats(tr.attentions, tr.grid, window, shift, s.prefix)
 attention, lost = ex.query_window(tr.attentions, tr.grid, window, shift, layer, head, (r, col), s.prefix)
 left, right = st.columns([3, 2])
 with left:
-    fig = vz.window_figure(lv.display, attention.numpy(), s.P, window, shift, (r, col),
+    fig = vz.window_figure(lv.display, attention.numpy(), s.P, window, ex.window_offset(window, shift), (r, col),
                            colorbar_title=t("exp.windows.attention"), hover=t("exp.windows.hover"),
                            title=t("exp.windows.fig.window", r=r, c=col, l=layer + 1, h=head + 1))
     ui.clickable_chart(fig, key="exp.windows.window_fig", grid=tr.grid)

@@ -293,9 +293,9 @@ class MapComparison:
 
 
 def comparison_passes(num_patches: int, steps: int, random_orders: int) -> int:
-    """Images compare_maps runs through the model: occlusion (N + 1), then deletion and insertion
-    (2 · (steps + 1)) for each of the three maps and each random order."""
-    return num_patches + 1 + 2 * (steps + 1) * (len(MAPS) + random_orders)
+    """Images compare_maps runs through the model: occlusion (N + 1), one pass with gradients for gradient
+    rollout, then deletion and insertion (2 · (steps + 1)) for each of the three maps and each random order."""
+    return num_patches + 2 + 2 * (steps + 1) * (len(MAPS) + random_orders)
 
 
 def forward_macs(model: ViT, tokens: int) -> int:
@@ -330,7 +330,7 @@ def compare_maps(model: ViT, trace: ViTTrace, class_index: int, *, steps: int | 
                                 deletion=c["deletion"], insertion=c["insertion"]) for name, c in curves.items()}
     pairs = [(a, b) for i, a in enumerate(MAPS) for b in MAPS[i + 1:]]
     return MapComparison(maps=maps, correlation={(a, b): spearman(maps[a], maps[b]) for a, b in pairs},
-                         faithfulness=faith, fractions=fractions, base_prob=float(predict(pixels)[0, class_index]),
+                         faithfulness=faith, fractions=fractions, base_prob=float(faith["occlusion"].deletion[0]),
                          occlusion_s=occlusion_s,
                          forward_passes=comparison_passes(grid[0] * grid[1], steps, random_orders))
 
@@ -364,15 +364,21 @@ def stride_geometry(image_size: tuple[int, int], patch_size: int, stride: int, i
                           ((grid[0] - 1) * S + P, (grid[1] - 1) * S + P), max(0, P - S))
 
 
+def window_offset(window: int, shift: bool = False) -> int:
+    """Patches the first window is cut short by. Swin's shifted partition (Liu et al. 2021, §3.2) moves the
+    windows ⌊w/2⌋ patches down and right: its cyclic shift by −⌊w/2⌋ plus the attention mask leave window
+    borders at ⌊w/2⌋ + k·w, so windows start at k·w − (w − ⌊w/2⌋). Unshifted: borders at k·w."""
+    return window - window // 2 if shift else 0
+
+
 def window_ids(grid: tuple[int, int], window: int, shift: bool = False) -> torch.Tensor:
-    """(N,) the window each patch falls in, patches row-major. Windows are window×window patches; the
-    shifted partition of Swin (Liu et al. 2021, §3.2) starts window//2 patches earlier, so edge windows are
-    partial, as Swin's cyclic shift plus its attention mask makes them."""
+    """(N,) the window each patch falls in, patches row-major; windows are window×window patches, and those
+    cut by the image's edge are partial (as Swin's padding and mask make them)."""
     h, w = grid
-    s = window // 2 if shift else 0
+    off = window_offset(window, shift)
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    per_row = (w + s - 1) // window + 1  # enough window columns for any shift
-    return (((rows + s) // window) * per_row + (cols + s) // window).flatten()
+    per_row = (w - 1 + off) // window + 1  # window columns
+    return (((rows + off) // window) * per_row + (cols + off) // window).flatten()
 
 
 def window_mask(grid: tuple[int, int], window: int, shift: bool = False) -> torch.Tensor:

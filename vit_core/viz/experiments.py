@@ -145,18 +145,18 @@ def stride_figure(img: np.ndarray, patch: int, stride: int, grid: tuple[int, int
     return fig
 
 
-def window_figure(img: np.ndarray, attention, patch: int, window: int, shift: bool, query: tuple[int, int], *,
+def window_figure(img: np.ndarray, attention, patch: int, window: int, offset: int, query: tuple[int, int], *,
                   colorbar_title: str, title: str | None = None, hover: str = "%{z:.3f}",
                   height: int | None = None) -> go.Figure:
     """A query patch's attention (h, w) over the picture, the window partition drawn on it (white) and the
-    query's own window in orange: attention outside the orange box is what a windowed layer cannot give."""
+    query's own window in orange: attention outside the orange box is what a windowed layer cannot give.
+    Windows start at k·window − offset patches (experiments.window_offset)."""
     values = np.asarray(attention, dtype=float)
     h, w = values.shape
     fig = map_over(img, values, patch, colorbar_title=colorbar_title, title=title, zmin=0, hover=hover,
                    height=height, clickable=True)
-    s = window // 2 if shift else 0
-    for r in range(-s, h, window):
-        for c in range(-s, w, window):
+    for r in range(-offset, h, window):
+        for c in range(-offset, w, window):
             top, left = max(r, 0), max(c, 0)
             rows, cols = min(r + window, h) - top, min(c + window, w) - left
             if rows > 0 and cols > 0:
