@@ -6,10 +6,10 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from vit_core import hub, zoo
 
 st.set_page_config(page_title="ViT Explorer", page_icon="🔍", layout="wide")
 ui.init_state()
+ui.view_from_url()  # a reload, a reconnect or a shared link reopens the view its address names
 t = ui.t
 
 # (file, title key). Each URL is the file's stem (/step5_encoder): Streamlit resolves a deep link
@@ -24,6 +24,7 @@ PAGES = [
     ("pages/step6_classify.py", "app.nav.step6"),
     ("pages/rollout_lab.py", "app.nav.rollout"),
     ("pages/cnn_vs_vit.py", "app.nav.cnn"),
+    ("pages/classroom.py", "classroom.nav"),
     ("pages/exp_position.py", "exp.nav.position"),
     ("pages/exp_logit_lens.py", "exp.nav.lens"),
     ("pages/exp_occlusion.py", "exp.nav.occlusion"),
@@ -35,8 +36,8 @@ pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=pat
 sections = {
     t("app.nav.section.start"): [pages["pages/home.py"]],
     t("app.nav.section.steps"): [pages[p] for p, *_ in PAGES[1:7]],
-    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:9]],
-    t("exp.nav.section"): [pages[p] for p, *_ in PAGES[9:]],
+    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:10]],
+    t("exp.nav.section"): [pages[p] for p, *_ in PAGES[10:]],
 }
 current = st.navigation(sections, expanded=True)  # every page listed: no "View more" fold
 
@@ -49,43 +50,40 @@ def language_picker():
 
 
 def model_picker():
-    entries = {e.id: e for e in zoo.list_models() if e.id not in zoo.NOT_VIT}  # the CNN has its own page
+    entries = ui.vit_models()
     active = st.session_state["vx.model"]
-    if active not in entries:  # a checkpoint named by path (VIT_EXPLORER_MODEL) outside the listed folders
-        entries[active] = zoo.ModelEntry(active, Path(active).name, "local", True, source=active)
 
-    titles = {i: t(f"app.model.title.{i}") if e.kind == "embedded" else e.title for i, e in entries.items()}
+    titles = {i: e.title if e.kind == "local" else t(f"app.model.title.{i}") for i, e in entries.items()}
     labels = {i: t("app.model.hub_label", title=titles[i], mb=e.size_mb) if e.kind == "hub" and not e.cached
               else t(f"app.model.kind.{e.kind}", title=titles[i]) for i, e in entries.items()}
-    # format_func is a lookup made in this run (not a function of session state read later)
-    choice = st.selectbox(t("app.model.label"), list(entries), index=list(entries).index(active),
-                          format_func=labels.get, key="vx.model_choice")
+    choice = ui.choice(st.selectbox, t("app.model.label"), entries, labels, key="vx.model_choice", default=active)
     entry = entries[choice]
     if choice != active and not (entry.kind == "hub" and not entry.cached):
-        ui.switch_model(choice)
+        if not ui.switch_model(choice):
+            st.session_state["vx.model_choice"] = active  # the list shows the model still in use
     elif choice != active:
-        st.info(t("app.model.needs_download", title=entry.title, mb=entry.size_mb))
+        st.info(t("app.model.needs_download", title=titles[choice], mb=entry.size_mb))
         if st.button(t("app.model.download"), key="vx.download", type="primary"):
-            download(entry)
+            download(entry, titles[choice])
     current, card = st.session_state["vx.model"], ui.current_model()[1]  # the new one if the switch worked
     c = card.config
     details = (t("app.model.vit_shape", P=c.patch_size, h=c.grid[0], w=c.grid[1], D=c.embed_dim, L=c.depth,
                  H=c.num_heads) if card.arch == "vit" else
                t("app.model.cnn_shape", stages=len(c["widths"]), convs=c["convs_per_stage"],
                  widths="/".join(map(str, c["widths"]))))
-    title = titles[current] if entries[current].kind == "embedded" else card.title or card.name
-    st.caption(t("app.model.caption", title=title, details=details, device=zoo.device_name()))
+    title = card.title or card.name if entries[current].kind == "local" else titles[current]
+    st.caption(t("app.model.caption", title=title, details=details, device=ui.device_name()))
 
 
-def download(entry):
-    bar = st.progress(0.0, text=t("app.model.downloading", title=entry.title))
+def download(entry, title: str):
+    bar = st.progress(0.0, text=t("app.model.downloading", title=title))
 
     def progress(done, total):
         bar.progress(min(1.0, done / total) if total else 0.0,
-                     text=t("app.model.progress", title=entry.title, done=done / 2**20, total=total / 2**20))
+                     text=t("app.model.progress", title=title, done=done / 2**20, total=total / 2**20))
 
     try:
-        hub.download(entry.id, progress=progress)
+        ui.download(entry.id, progress)
     except Exception as err:  # noqa: BLE001 - offline, disk full, bad repo: a message, the old model stays
         bar.empty()
         ui.show_error(err)
@@ -97,8 +95,8 @@ def download(entry):
 
 def image_picker():
     sources = {s: t(f"app.image.{s}") for s in ("sample", "upload", "camera")}
-    source = st.segmented_control(t("app.image.source"), list(sources), format_func=sources.get,
-                                  key="vx.image_source", default="sample")
+    source = ui.choice(st.segmented_control, t("app.image.source"), sources, sources, key="vx.image_source",
+                       default="sample")
     if source == "upload":
         st.file_uploader(t("app.image.upload_label"), type=["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"],
                          key="vx.upload", on_change=on_upload, args=("vx.upload",), max_upload_size=ui.UPLOAD_MB,
@@ -107,12 +105,12 @@ def image_picker():
         st.camera_input(t("app.image.camera_label"), key="vx.camera", on_change=on_upload, args=("vx.camera",))
     else:
         names = {p.name: ui.sample_label(p) for p in ui.sample_files()}
-        now = st.session_state["vx.image"]["name"]
-        st.selectbox(t("app.image.sample_label"), list(names), index=list(names).index(now) if now in names else None,
-                     format_func=names.get, key="vx.sample", on_change=on_sample,
-                     placeholder=t("app.image.own_image"))
+        img = st.session_state["vx.image"]
+        st.session_state["vx.sample"] = img["name"] if img.get("sample") else None  # None: the reader's own image
+        ui.choice(st.selectbox, t("app.image.sample_label"), names, names, key="vx.sample", index=None,
+                  on_change=on_sample, placeholder=t("app.image.own_image"))
     show_notice()
-    st.image(ui.current_image(), caption=st.session_state["vx.image"]["name"], width="stretch")
+    st.image(ui.current_image(), caption=ui.image_label(), width="stretch")
 
 
 def on_upload(key):
@@ -121,10 +119,8 @@ def on_upload(key):
         ui.use_image(file.getvalue(), file.name)
 
 
-def on_sample():
-    name = st.session_state.get("vx.sample")
-    if name:
-        ui.use_image((ui.SAMPLES / name).read_bytes(), name)
+def on_sample(name: str):
+    ui.use_image((ui.SAMPLES / name).read_bytes(), name, sample=True)  # `name` is one of the listed files (ui.choice)
 
 
 def show_notice():
@@ -136,6 +132,7 @@ def show_notice():
 
 
 with st.sidebar:
+    ui.class_bar()  # in a class: the teacher's view goes out, a following student takes it (before any widget)
     language_picker()
     model_picker()
     image_picker()
@@ -147,3 +144,5 @@ except Exception as err:  # noqa: BLE001 - the last net: a page failure is a mes
     # (st.rerun / st.stop / st.switch_page raise BaseException subclasses and pass through)
     logging.getLogger("vit_explorer").exception("page %s failed", current.url_path)
     ui.show_error(err)
+finally:
+    ui.view_to_url()

@@ -51,7 +51,7 @@ def current_distances(model_id: str, digest: str, _tr) -> np.ndarray:
 def vit_erfs(model_id: str, digest: str, _pixels, token: int, layers: tuple[int, ...]) -> np.ndarray:
     """ERF of `token` at each layer in `layers` (1..L), each divided by its max: (len(layers), H, W)."""
     model, _ = ui.load_model(model_id)
-    maps = [analysis.vit_erf(model, _pixels, layer, token).cpu() for layer in layers]
+    maps = analysis.vit_erfs(model, _pixels, layers, token).cpu()  # one forward, one gradient per layer
     return np.stack([analysis.normalise_peak(m)[0].numpy() for m in maps])
 
 
@@ -67,8 +67,7 @@ def cnn_erfs(cnn_id: str, digest: str, _image, centre: tuple[float, float]):
     y, x = centre[0] * H, centre[1] * W
     cells = [(analysis.nearest_unit(y, fields[n], H)[0], analysis.nearest_unit(x, fields[n], W)[0]) for n in names]
     boxes = [(analysis.rf_span(y, fields[n], H)[1:], analysis.rf_span(x, fields[n], W)[1:]) for n in names]
-    maps = [analysis.normalise_peak(analysis.cnn_erf(cnn, pixels, n, cell).cpu())[0].numpy()
-            for n, cell in zip(names, cells)]
+    maps = [analysis.normalise_peak(m)[0].numpy() for m in analysis.cnn_erfs(cnn, pixels, dict(zip(names, cells))).cpu()]
     return names, np.stack(maps), cells, boxes
 
 
@@ -176,6 +175,8 @@ st.caption(t("cnn.patch.now", r=r, c=c))
 # 1 · theoretical receptive field ---------------------------------------------------------------
 st.header(t("cnn.rf.header"))
 st.markdown(t("cnn.rf.intro"))
+st.caption(t("cnn.rf.legend"))
+st.expander(t("cnn.rf.more")).markdown(t("cnn.rf.detail"))
 view224 = np.asarray(VIEW_224.image(ui.current_image()), dtype=np.float32) / 255.0
 nets = {"resnet": ("ResNet-50", analysis.RESNET50_LAYERS, view224, "layer2.3.conv3"),
         "vgg": ("VGG-16", analysis.VGG16_LAYERS, view224, "pool3")}
@@ -217,22 +218,23 @@ ceiling = analysis.uniform_attention_distance(tr.grid, P)
 left, right = st.columns(2)
 with left:
     st.subheader(t("cnn.rf.depth_header"))
-    refs = {t("cnn.rf.ref224"): 224}
+    refs = {t("cnn.rf.ref224", side=VIEW_224.size[0]): VIEW_224.size[0]}
     if cnn_card:
         refs[t("cnn.rf.ref_cnn", side=max(cnn_view.shape[:2]))] = max(cnn_view.shape[:2])
-    ui.plot(vz.rf_by_depth(curves, references=refs, selected=chosen, title=t("cnn.rf.depth_title"),
+    ui.plot(vz.rf_by_depth(curves, references=refs, selected=chosen, title=t("cnn.rf.depth_title"), unit=t("cnn.unit"),
                            x_title=t("cnn.rf.depth_x"), y_title=t("cnn.rf.depth_y")), key="cnn.rf.depth")
     st.caption(t("cnn.rf.depth_caption"))
 with right:
     st.subheader(t("cnn.dist.header"))
     labels = {"current": t("cnn.dist.current"), "average": t(f"cnn.dist.set.{kind}", n=len(samples)),
-              "mean": t("cnn.dist.mean"), "ceiling": t("cnn.dist.ceiling", d=ceiling), "head": t("app.head")}
+              "mean": t("cnn.dist.mean"), "ceiling": t("cnn.dist.ceiling", d=ceiling), "head": t("app.head"),
+              "unit": t("cnn.unit")}
     ui.plot(vz.attention_distance(cur, avg, ceiling, names=labels, title=t("cnn.dist.title"),
                                   x_title=t("cnn.dist.x"), y_title=t("cnn.dist.y", H=H, W=W)), key="cnn.dist")
     st.caption(t("cnn.dist.caption"))
 st.latex(r"\bar d_{l,h} = \frac{1}{N} \sum_{q=1}^{N} \sum_{k=1}^{N} a^{l,h}_{qk}\, \lVert p_q - p_k \rVert"
-         + rf"\qquad N = {h}{X}{w} = {h * w},\ P = {P}\ \mathrm{{px}},\ "
-         + rf"\bar d_{{\mathrm{{uniform}}}} = {ceiling:.1f}\ \mathrm{{px}}")
+         + rf"\qquad N = {h}{X}{w} = {h * w},\ P = \text{{{t('cnn.px', v=P)}}},\ "
+         + rf"\bar d_{{\text{{{t('cnn.dist.uniform')}}}}} = \text{{{t('cnn.px', v=f'{ceiling:.1f}')}}}")
 st.markdown(t("cnn.dist.explain"))
 d = avg if avg is not None else cur  # the sample average, when there is one, speaks for the model
 m0, m1 = float(d[0].mean()), float(d[-1].mean())
@@ -246,6 +248,7 @@ ui.show_tensor(t("cnn.dist.tensor"), torch.from_numpy(cur))
 # 3 · effective receptive field --------------------------------------------------------------------
 st.header(t("cnn.erf.header"))
 st.markdown(t("cnn.erf.intro"))
+st.expander(t("cnn.erf.more")).markdown(t("cnn.erf.detail"))
 st.latex(r"\mathrm{ERF}(x, y) = \sum_{c} \left| \frac{\partial\, \textstyle\sum_{d} z_{d}(\text{pos})}{\partial\, "
          + r"\mathrm{pixel}_{c}(x, y)} \right|" + rf"\qquad H {X} W = {H}{X}{W}")
 layer, _ = ui.layer_head_picker(L, heads, key="cnn", with_head=False)
@@ -299,7 +302,7 @@ if loaded:
                   model_name("cnn"): [f"{r['b']:.2%}" for r in rows],
                   t("cnn.de.col.diff"): [f"{-100 * r['diff']:+.2f}" for r in rows],
                   t("cnn.de.col.seeds"): [r["seeds"] for r in rows]}, hide_index=True)
-    st.subheader(t("cnn.de.ours"))
+    st.subheader(t("cnn.de.ours", steps=de.get("rules", {}).get("steps", "?")))
     said = verdict(rows)
     st.markdown("\n".join("- " + s for s in said))
     st.subheader(t("cnn.de.rules"))

@@ -20,16 +20,7 @@ s = tr.shapes
 p, h, w, P, N, T, L, H = s.prefix, s.h, s.w, s.P, s.N, s.T, s.L, s.heads
 names = lv.class_names()
 model_id, digest = lv.model_id, lv.digest
-st.info(t("rollout.upload_hint", name=lv.image_name, classes=len(names)))
-
-
-def setting(key: str, default, valid=lambda v: True) -> str:
-    """A page widget's key: its value survives page switches and falls back to `default` when the
-    model or image makes it meaningless (widgets are drawn without value=, so state is the one source)."""
-    ui.persist(key)
-    if key not in st.session_state or not valid(st.session_state[key]):
-        st.session_state[key] = default
-    return key
+st.info(t("rollout.upload_hint", name=ui.image_label(), classes=len(names)))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -43,13 +34,13 @@ def gradients(model_id: str, digest: str, class_index: int, _pixels: torch.Tenso
 
 # --- controls: rollout is cheap, so every change redraws at once
 c = st.columns([1, 1.3, 1.4, 1.6])
-residual = c[0].toggle(t("rollout.residual"), key=setting("rollout.residual", True), help=t("rollout.residual_help"))
+residual = c[0].toggle(t("rollout.residual"), key=ui.setting("rollout.residual", True), help=t("rollout.residual_help"))
 fusions = {f: t(f"rollout.fusion.{f}") for f in ("mean", "max", "min")}
-fusion = c[1].radio(t("rollout.fusion"), list(fusions), format_func=fusions.get, horizontal=True,
-                    key=setting("rollout.fusion", "mean"), help=t("rollout.fusion_help"))
-discard = c[2].slider(t("rollout.discard"), 0.0, 0.95, step=0.05, key=setting("rollout.discard", 0.0),
+fusion = ui.choice(c[1].radio, t("rollout.fusion"), fusions, fusions, key="rollout.fusion", default="mean",
+                   horizontal=True, help=t("rollout.fusion_help"))
+discard = c[2].slider(t("rollout.discard"), 0.0, 0.95, step=0.05, key=ui.setting("rollout.discard", 0.0),
                       help=t("rollout.discard_help"))
-first, last = c[3].slider(t("rollout.layers"), 1, L, key=setting(f"rollout.layers.{L}", (1, L)),
+first, last = c[3].slider(t("rollout.layers"), 1, L, key=ui.setting(f"rollout.layers.{L}", (1, L)),
                           help=t("rollout.layers_help"))
 settings = dict(residual=residual, head_fusion=fusion, discard_ratio=discard, start_layer=first - 1, end_layer=last)
 joint = analysis.attention_rollout(tr.attentions, num_prefix_tokens=p, **settings)  # (1, T, T)
@@ -75,9 +66,9 @@ with right:
 
 st.subheader(t("rollout.gradient.title"))
 left, right = st.columns(2)
-cls = right.selectbox(t("rollout.class"), list(classes), format_func=classes.get,
-                      key=setting("rollout.class", next(iter(classes)), valid=lambda v: v in classes))
-right.markdown(t("rollout.gradient.body", a=first, b=last))
+cls = ui.choice(right.selectbox, t("rollout.class"), classes, classes, key="rollout.class", default=next(iter(classes)))
+right.markdown(t("rollout.gradient.lead"))
+right.expander(t("rollout.gradient.more")).markdown(t("rollout.gradient.body", a=first, b=last))
 grad_map = None
 try:
     with st.spinner(t("rollout.grad_spinner")):
@@ -92,7 +83,8 @@ except Exception as err:  # noqa: BLE001 - out of memory on a big model: say so,
 
 # --- what rollout is, with this image's numbers
 st.subheader(t("rollout.what.title"))
-st.markdown(t("rollout.what.body"))
+st.markdown(t("rollout.what.lead"))
+st.expander(t("rollout.what.more")).markdown(t("rollout.what.body"))
 x, fused = r"\times", rf"\operatorname{{{fusion}}}_{{h}}\,W_{{\mathrm{{att}},l}}"
 if discard > 0:
     fused = rf"\operatorname{{drop}}_{{{discard:.0%}}}\big({fused}\big)".replace("%", r"\%")
@@ -115,14 +107,14 @@ ui.show_tensor(t("rollout.live.tensor"), rollout_map)
 
 # --- is the map faithful? deletion / insertion against random orders
 st.subheader(t("rollout.faith.title"))
-st.markdown(t("rollout.faith.intro", name=names[cls]))
+st.markdown(t("rollout.faith.lead", name=names[cls]))
+st.expander(t("rollout.faith.more")).markdown(t("rollout.faith.intro", name=names[cls]))
 maps = {"rollout": t("rollout.map.rollout")} | ({"gradient": t("rollout.map.gradient")} if grad_map is not None else {})
 f = st.columns(3)
-target = f[0].radio(t("rollout.faith.map"), list(maps), format_func=maps.get,
-                    key=setting("rollout.target", "rollout", valid=lambda v: v in maps))
-steps = f[1].slider(t("rollout.faith.steps"), 2, min(N, 49), key=setting(f"rollout.steps.{N}", N if N <= 64 else 8),
+target = ui.choice(f[0].radio, t("rollout.faith.map"), maps, maps, key="rollout.target", default="rollout")
+steps = f[1].slider(t("rollout.faith.steps"), 2, min(N, 49), key=ui.setting(f"rollout.steps.{N}", N if N <= 64 else 8),
                     help=t("rollout.faith.steps_help"))
-orders = f[2].slider(t("rollout.faith.orders"), 1, 5, key=setting("rollout.orders", 1),
+orders = f[2].slider(t("rollout.faith.orders"), 1, 5, key=ui.setting("rollout.orders", 1),
                      help=t("rollout.faith.orders_help"))
 scores = rollout_map if target == "rollout" else grad_map
 meta = {"model": lv.card.title or lv.card.name, "image": lv.image_name, "map": target, "query_token": "CLS",
@@ -178,7 +170,7 @@ if result is not None:
         st.warning(verdict)
 elif saved:
     st.caption(t("rollout.faith.stale"))
-st.markdown(t("rollout.faith.read"))
+st.expander(t("rollout.faith.read_title")).markdown(t("rollout.faith.read"))
 
 # --- export what is shown
 st.subheader(t("rollout.export.title"))

@@ -43,12 +43,8 @@ ui.show_tensor(t("step1.tensor.pixels"), tr.pixels[0])
 st.subheader(t("step1.whatif.title"))
 st.markdown(t("step1.whatif.intro"))
 options = analysis.patch_size_options((s.H, s.W), P)
-key = ui.persist("vx.step1.whatif")
-if st.session_state.get(key) not in options:  # first visit, or another model with other sizes
-    st.session_state[key] = P
-# labels are built during the run: a format_func calling t() later could read the language out of context
 labels = {p: t("step1.whatif.option", P=p) if p == P else str(p) for p in options}
-Q = st.select_slider(t("step1.whatif.label"), options, key=key, format_func=labels.get)
+Q = ui.choice(st.select_slider, t("step1.whatif.label"), options, labels, key="vx.step1.whatif", default=P)
 alt = analysis.patch_geometry((s.H, s.W), Q, C, s.prefix)
 grid_col, numbers = st.columns([3, 2], gap="large")
 with grid_col:

@@ -51,7 +51,7 @@ fig, (rows, cols) = vz.projection_matrix(E.numpy(), colorbar_title=t("step2.weig
                                    y_title=t("step2.E.y", PPC=PPC))
 ui.plot(fig, key="step2.E")
 cut = (rows, cols) != (PPC, D)
-st.caption(t("step2.E.caption") + (" " + t("step2.E.cut", rows=rows, cols=cols, R=PPC, C=D) if cut else ""))
+st.caption(ui.join(t("step2.E.caption"), t("step2.E.cut", rows=rows, cols=cols, R=PPC, C=D) if cut else ""))
 ui.show_tensor("E", E)
 
 st.subheader(t("step2.check.title"))
@@ -70,7 +70,7 @@ if tf32:
 st.subheader(t("step2.pca.title"))
 comps, ratio = components(st.session_state["vx.model"], weight)
 n = len(ratio)
-st.markdown(t("step2.pca.intro", k=n, PPC=PPC, D=D) + (" " + t("step2.pca.few", k=n) if n < 28 else ""))
+st.markdown(ui.join(t("step2.pca.intro", k=n, PPC=PPC, D=D), t("step2.pca.few", k=n) if n < 28 else ""))
 pc, curve = st.columns([3, 2], gap="large")
 with pc:
     labels = [t("step2.pca.label", i=i + 1, p=float(v)) for i, v in enumerate(ratio)]

@@ -24,11 +24,11 @@ st.latex(rf"z_0 = [\,{lead};\, x_p^1 E;\, \dots;\, x_p^{{{h * w}}} E\,] + E_{{po
 r, c = ui.patch_picker(tr)
 REF = "vx.step3.ref"
 refs = ["patch"] + [str(i) for i in range(prefix)]
-if st.session_state.get("vx.step3.seen") != (r, c) or st.session_state.get(REF) not in refs:
+if st.session_state.get("vx.step3.seen") != (r, c):
     st.session_state["vx.step3.seen"] = (r, c)  # a newly picked patch becomes the reference again
     st.session_state[REF] = "patch"
 labels = {o: t("step3.ref.patch", r=r, c=c) if o == "patch" else slot(int(o)) for o in refs}
-ref = st.radio(t("step3.ref.label"), refs, key=REF, horizontal=True, format_func=labels.get)
+ref = ui.choice(st.radio, t("step3.ref.label"), refs, labels, key=REF, default="patch", horizontal=True)
 token = prefix + r * w + c if ref == "patch" else int(ref)
 pre_sims, sims = analysis.pos_embed_row(pos, token, tr.grid, prefix)
 
@@ -38,7 +38,8 @@ with left:
     fig = vz.grid_map(sims.numpy(), colorbar_title=t("step3.cosine"), hover=t("step3.map.hover"),
                       selected=(r, c) if ref == "patch" else None)
     ui.clickable_chart(fig, key="step3.map", grid=tr.grid)
-    st.caption(t("step3.map.prefix", sims="; ".join(f"{slot(i)}: {float(v):+.3f}" for i, v in enumerate(pre_sims))))
+    st.caption(t("step3.map.prefix", sims=t("step3.map.sep").join(t("step3.map.item", slot=slot(i), v=float(v))
+                                                                   for i, v in enumerate(pre_sims))))
     if ref != "patch":
         st.caption(t("step3.map.offgrid"))
 with right:
@@ -46,7 +47,7 @@ with right:
     fig, k = vz.similarity_mosaic(analysis.pos_embed_similarity(pos, tr.grid, prefix).numpy(),
                                   colorbar_title=t("step3.cosine"), selected=(r, c))
     ui.plot(fig, key="step3.all")
-    st.caption(t("step3.all.caption", h=h, w=w) + (" " + t("step3.all.cut", k=k) if k > 1 else ""))
+    st.caption(ui.join(t("step3.all.caption", h=h, w=w), t("step3.all.cut", k=k) if k > 1 else ""))
 ui.show_tensor("E_pos", pos[0])
 
 st.subheader(t("step3.resample.title"))

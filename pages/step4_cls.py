@@ -28,10 +28,8 @@ sequence = torch.cat([tr.prefix_tokens[0], patches])  # (T, D): [CLS; (DIST;) x_
 pos, z0 = tr.pos_embed[0], tr.tokens[0]  # (T, D) each
 zmax = float(torch.stack([sequence.abs().max(), pos.abs().max(), z0.abs().max()]).max())
 st.subheader(t("step4.build.title"))
-st.session_state.setdefault("step4.stage", 1)
-stages = {s: t(f"step4.stage.{s}") for s in (1, 2, 3)}  # a lookup made now: format_func may run after this run
-stage = st.segmented_control(t("step4.stage.label"), list(stages), format_func=stages.get,
-                             key=ui.persist("step4.stage")) or 1
+stages = {s: t(f"step4.stage.{s}") for s in (1, 2, 3)}
+stage = ui.choice(st.segmented_control, t("step4.stage.label"), stages, stages, key="step4.stage", default=1)
 heat = dict(colorbar_title=t("step4.value"), x_title=t("step4.axis.dim", D=D), y_title=t("step4.axis.token"),
             hover=t("step4.hover.token"), zmax=zmax)
 if stage == 1:

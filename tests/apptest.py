@@ -54,6 +54,11 @@ def assert_clean(at: AppTest):
     assert not inside, f"an untranslated key is on the page: {inside.string[inside.start():inside.start() + 40]!r}"
 
 
+def choice(at: AppTest, kind: str, key: str):
+    """The widget of a ui.choice (`kind`: "selectbox", "radio", ...): keyed by its state key and the language."""
+    return getattr(at, kind)(key=f"{key}@{at.session_state['vx.lang']}")
+
+
 def select_patch(at: AppTest, r: int, c: int):
     at.number_input(key="vx.pick.row").set_value(r)
     at.number_input(key="vx.pick.col").set_value(c)

@@ -12,6 +12,7 @@ from vit_core.analysis import (RESNET50_LAYERS, RESNET50_MILESTONES, VGG16_LAYER
                                gradient_rollout, mean_attention_distance, milestones, pos_embed_similarity,
                                random_scores, receptive_field, rollout_to_grid, token_norms,
                                uniform_attention_distance)
+from vit_core import analysis
 from vit_core.model import ViT, ViTConfig
 
 
@@ -365,3 +366,21 @@ def test_analyses_run_on_a_real_trace(tiny_vit):
     assert rollout_to_grid(joint, trace.grid).shape == (2, 4, 4)
     dist = mean_attention_distance(trace.attentions, trace.grid, trace.patch_size)
     assert dist.shape == (2, 2, 2) and (dist > 0).all() and (dist <= math.hypot(24, 24)).all()
+
+
+def test_erfs_of_one_forward_pass_equal_the_erfs_one_layer_at_a_time():
+    from vit_core.cnn import SmallCNN
+    torch.manual_seed(0)
+    vit = ViT(ViTConfig(image_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=3, num_heads=2,
+                        mlp_dim=32, num_classes=3)).eval()
+    x = torch.rand(2, 1, 16, 16)
+    many = analysis.vit_erfs(vit, x, (1, 3), token=5)
+    for n, layer in enumerate((1, 3)):
+        torch.testing.assert_close(many[n], analysis.vit_erf(vit, x, layer, 5), rtol=1e-5, atol=1e-7)
+    cnn = SmallCNN({"in_chans": 1, "num_classes": 3, "widths": (4, 8), "convs_per_stage": 2}).eval()
+    names = [name for name, _ in cnn.features(x)]
+    cells = {names[-1]: (1, 2), names[0]: (7, 3)}  # any order: the result follows `cells`
+    many = analysis.cnn_erfs(cnn, x, cells)
+    for n, (name, cell) in enumerate(cells.items()):
+        torch.testing.assert_close(many[n], analysis.cnn_erf(cnn, x, name, cell), rtol=1e-5, atol=1e-7)
+    assert many[1].abs().sum() > 0 and not torch.equal(many[0], many[1])

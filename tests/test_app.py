@@ -2,16 +2,20 @@
 
 import io
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
-from apptest import ROOT, RAW_KEY, assert_clean, open_app, select_patch
+from apptest import ROOT, RAW_KEY, assert_clean, choice, open_app, select_patch
+from vit_core.i18n import translate
 
 PAGES = ["pages/home.py", "pages/step1_patchify.py", "pages/step2_project.py", "pages/step3_position.py",
          "pages/step4_cls.py", "pages/step5_encoder.py", "pages/step6_classify.py", "pages/rollout_lab.py",
-         "pages/cnn_vs_vit.py", "pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_occlusion.py",
-         "pages/exp_windows.py", "pages/exp_finetune.py"]
+         "pages/cnn_vs_vit.py", "pages/classroom.py", "pages/exp_position.py", "pages/exp_logit_lens.py",
+         "pages/exp_occlusion.py", "pages/exp_windows.py", "pages/exp_finetune.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = pytest.mark.slow
@@ -44,7 +48,7 @@ def _jpeg(size=(320, 240), color=(200, 30, 30)) -> bytes:
 
 def test_upload_a_real_image_then_a_broken_one():
     at = open_app("en")
-    at.sidebar.segmented_control(key="vx.image_source").set_value("upload").run()
+    choice(at, "segmented_control", "vx.image_source").set_value("upload").run()
     at.sidebar.file_uploader(key="vx.upload").upload("my photo.jpg", _jpeg(), "image/jpeg").run()
     assert_clean(at)
     assert at.session_state["vx.image"]["name"] == "my photo.jpg"
@@ -67,7 +71,7 @@ def test_a_real_photo_changes_the_prediction_input():
         data = f.read()
     at = open_app("en", "pages/step1_patchify.py")
     before = at.session_state["vx.image"]["digest"]
-    at.sidebar.segmented_control(key="vx.image_source").set_value("upload").run()
+    choice(at, "segmented_control", "vx.image_source").set_value("upload").run()
     at.sidebar.file_uploader(key="vx.upload").upload("grace_hopper.jpg", data, "image/jpeg").run()
     assert_clean(at)
     assert at.session_state["vx.image"]["digest"] != before
@@ -75,7 +79,7 @@ def test_a_real_photo_changes_the_prediction_input():
 
 def test_a_sample_can_be_chosen():
     at = open_app("zh")
-    at.sidebar.selectbox(key="vx.sample").select("photo_chelsea.jpg").run()
+    choice(at, "selectbox", "vx.sample").select("photo_chelsea.jpg").run()
     assert_clean(at)
     assert at.session_state["vx.image"]["name"] == "photo_chelsea.jpg"
 
@@ -87,7 +91,7 @@ def test_a_broken_checkpoint_is_a_message_and_the_model_stays(tmp_path, monkeypa
     for lang in ("en", "zh"):
         at = open_app(lang)
         model_before = at.session_state["vx.model"]
-        at.sidebar.selectbox(key="vx.model_choice").select(str(bad)).run()
+        choice(at, "selectbox", "vx.model_choice").select(str(bad)).run()
         assert not at.exception
         shown = [e.value for e in at.sidebar.error]
         assert len(shown) == 1 and bool(CJK.search(shown[0])) == (lang == "zh"), shown
@@ -104,7 +108,7 @@ def test_a_hub_model_offline_is_a_message_within_a_second(monkeypatch):
     from vit_core import hub
 
     entry = next(e for e in hub.CATALOGUE if not hub.is_cached(e))
-    at.sidebar.selectbox(key="vx.model_choice").select(entry.id).run()
+    choice(at, "selectbox", "vx.model_choice").select(entry.id).run()
     assert at.sidebar.button(key="vx.download")
     started = time.perf_counter()
     at.sidebar.button(key="vx.download").click().run()
@@ -126,7 +130,7 @@ def test_patch_selection_is_shared_between_pages():
 
 def test_sidebar_offers_every_sample_and_the_device():
     at = open_app("en")
-    options = at.sidebar.selectbox(key="vx.sample").options
+    options = choice(at, "selectbox", "vx.sample").options
     assert len(options) == len(list((ROOT / "assets" / "samples").glob("*.[pj][np]g")))
     assert any("CPU" in c.value or "CUDA" in c.value for c in at.sidebar.caption)
 
@@ -136,3 +140,149 @@ def test_pages_work_for_an_rgb_deit_on_a_non_square_grid(page, deit_model):
     at = open_app("en", page, **{"vx.model": deit_model})
     assert_clean(at)
     assert at.session_state["vx.model"] == deit_model
+
+
+# ----------------------------------------------------------------------------- switching the language
+
+VIEW = ("vx.model", "vx.patch", "vx.layer", "vx.head", "vx.image_source", "vx.sample", "rollout.fusion",
+        "step4.stage")
+
+
+def view(at) -> dict:
+    """What a language switch must leave alone: the model, the image, the patch, layer, head, settings."""
+    return {k: at.session_state[k] for k in VIEW if k in at.session_state} | {
+        "image": at.session_state["vx.image"]["digest"]}
+
+
+def switch_language_on_every_page(at):
+    """English → 中文 → English on every page, each switch followed by a click in the navigation."""
+    for page in PAGES:  # every page once: its settings exist, with their defaults or the values chosen
+        at.switch_page(page).run()
+    before = view(at)
+    for page, nxt in zip(PAGES, PAGES[1:] + PAGES[:1]):
+        at.switch_page(page).run()
+        for lang in ("zh", "en"):
+            at.sidebar.button_group(key="vx.lang").set_value(lang).run()
+            assert_clean(at)
+            at.switch_page(nxt).run()  # the next click, where the stale label used to arrive
+            assert_clean(at)
+            assert at.session_state["vx.lang"] == lang, "the chosen language is kept"
+            assert bool(CJK.search(at.title[0].value)) == (lang == "zh"), at.title[0].value
+            assert view(at) == before, f"{page}: switching to {lang} changed the view"
+            at.switch_page(page).run()
+
+
+def test_switching_the_language_keeps_everything_on_every_page():
+    at = open_app("en", "pages/step5_encoder.py")
+    select_patch(at, 2, 5)
+    at.slider(key="vx.enc.layer").set_value(3).run()
+    at.slider(key="vx.enc.head").set_value(2).run()
+    at.switch_page("pages/rollout_lab.py").run()
+    choice(at, "radio", "rollout.fusion").set_value("max").run()
+    assert_clean(at)
+    assert (at.session_state["vx.patch"], at.session_state["vx.layer"], at.session_state["rollout.fusion"]) == (
+        (2, 5), 2, "max")
+    switch_language_on_every_page(at)
+
+
+def test_switching_the_language_keeps_an_uploaded_photo():
+    at = open_app("en")
+    choice(at, "segmented_control", "vx.image_source").set_value("upload").run()
+    at.sidebar.file_uploader(key="vx.upload").upload("my photo.jpg", _jpeg(), "image/jpeg").run()
+    assert at.session_state["vx.image"]["name"] == "my photo.jpg"
+    switch_language_on_every_page(at)
+    assert at.session_state["vx.image"]["name"] == "my photo.jpg"
+
+
+def test_switching_the_language_keeps_a_local_and_a_hub_model(tmp_path, monkeypatch, deit_model):
+    from test_hub import make_hf_cache, tiny_deit_files
+    from vit_core import hub
+
+    entry = hub.get("deit-tiny-distilled")
+    make_hf_cache(tmp_path / "cache", entry.repo, tiny_deit_files(tmp_path / "files"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIT_EXPLORER_MODELS", str(Path(deit_model).parent))
+    for model in (deit_model, entry.id):
+        at = open_app("en")
+        choice(at, "selectbox", "vx.model_choice").select(model).run()
+        assert_clean(at)
+        assert at.session_state["vx.model"] == model
+        switch_language_on_every_page(at)
+
+
+def send_label(widget, label: str):
+    """Make `widget` send `label` as its value on the next run, as the browser does with a label it was
+    shown (AppTest itself only sends labels of the current options)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    stale = property(lambda self: WidgetState(id=self.id, string_value=label))
+    widget.__class__ = type("BrowserSent", (type(widget),), {"_widget_state": stale})
+    return widget
+
+
+def test_a_label_instead_of_an_option_is_ignored():
+    """What a browser sends after a language switch: the old language's label. It is never opened as a file
+    name or loaded as a model; the current choice is kept."""
+    at = open_app("zh")
+    before = view(at)
+    english = translate("app.sample." + Path(at.session_state["vx.image"]["name"]).stem, "en")
+    send_label(choice(at, "selectbox", "vx.sample"), english)
+    send_label(choice(at, "selectbox", "vx.model_choice"), translate("app.model.title.fmnist-vit", "en"))
+    at.run()
+    assert_clean(at)
+    assert view(at) == before
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_tensor_table_is_built_only_while_its_expander_is_open(lang):
+    at = open_app(lang, "pages/step1_patchify.py")
+    assert_clean(at)
+    label = translate("step1.tensor.pixels", lang)
+    assert any(label in e.label for e in at.expander) and not at.dataframe  # closed: nothing built or sent
+    at.session_state[f"vx.tensor.{label}"] = True  # what a click on the expander does
+    at.run()
+    assert_clean(at)
+    (table,) = at.dataframe
+    from vit_core import zoo
+    from vit_core.images import load_image
+    _, card = zoo.load_model()
+    pixels = card.preprocess(load_image((ROOT / "assets" / "samples" / "fmnist_ankle_boot.png").read_bytes()))
+    np.testing.assert_allclose(table.value.to_numpy(), pixels[0, 0].numpy(), atol=1e-6)  # the model's input, 28×28
+
+
+def test_the_address_carries_the_view_and_a_new_session_reopens_it():
+    at = open_app("en", "pages/step1_patchify.py")
+    select_patch(at, 2, 5)
+    at.switch_page("pages/rollout_lab.py").run()
+    at.slider(key="vx.rollout.layer").set_value(4).run()
+    at.slider(key="rollout.discard").set_value(0.5).run()
+    choice(at, "radio", "rollout.fusion").set_value("max").run()
+    assert_clean(at)
+    q = dict(at.query_params)
+    q = {k: v[0] if isinstance(v, list) else v for k, v in q.items()}
+    assert (q["lang"], q["image"], q["patch"], q["layer"], q["rollout.discard"], q["rollout.fusion"]) == \
+        ("en", "fmnist_ankle_boot.png", "2,5", "4", "0.5", '"max"')
+
+    # a reconnect (another replica, a reload, a shared link) is a new session on the same address, in Chinese here
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    for k, v in (q | {"lang": "zh"}).items():
+        again.query_params[k] = v
+    again.run()
+    again.switch_page("pages/rollout_lab.py").run()
+    assert_clean(again)
+    s = again.session_state
+    assert (s["vx.lang"], s["vx.patch"], s["vx.layer"], s["rollout.discard"], s["rollout.fusion"]) == \
+        ("zh", (2, 5), 3, 0.5, "max")
+    assert again.slider(key="vx.rollout.layer").value == 4
+
+
+def test_an_address_naming_an_own_photo_asks_for_it_again_and_bad_values_are_ignored():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    for k, v in {"lang": "zh", "image": "upload", "patch": "99,-1", "layer": "x", "rollout.discard": "7",
+                 "model": "../../etc/passwd"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert_clean(at)
+    assert any(translate("app.image.upload_again", "zh") in e.value for e in at.info)
+    assert at.session_state["vx.image_source"] == "upload" and at.session_state["vx.patch"] is None
+    assert at.session_state["vx.layer"] == 0 and at.session_state["vx.model"] == "fmnist-vit"

@@ -5,6 +5,7 @@ so the upload must persist across pages), checks that charts rendered and no err
 keeps a full-page screenshot of each under test-artifacts/browser/.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -24,10 +25,12 @@ PAGES = [  # (url path, translation area of the page, its navigation label)
     ("step2_project", "step2", "app.nav.step2"), ("step3_position", "step3", "app.nav.step3"),
     ("step4_cls", "step4", "app.nav.step4"), ("step5_encoder", "step5", "app.nav.step5"),
     ("step6_classify", "step6", "app.nav.step6"), ("rollout_lab", "rollout", "app.nav.rollout"),
-    ("cnn_vs_vit", "cnn", "app.nav.cnn"), ("exp_position", "exp.position", "exp.nav.position"),
-    ("exp_logit_lens", "exp.lens", "exp.nav.lens"), ("exp_occlusion", "exp.occlusion", "exp.nav.occlusion"),
-    ("exp_windows", "exp.windows", "exp.nav.windows"), ("exp_finetune", "exp.finetune", "exp.nav.finetune"),
+    ("cnn_vs_vit", "cnn", "app.nav.cnn"), ("classroom", "classroom", "classroom.nav"),
+    ("exp_position", "exp.position", "exp.nav.position"), ("exp_logit_lens", "exp.lens", "exp.nav.lens"),
+    ("exp_occlusion", "exp.occlusion", "exp.nav.occlusion"), ("exp_windows", "exp.windows", "exp.nav.windows"),
+    ("exp_finetune", "exp.finetune", "exp.nav.finetune"),
 ]
+TIMEOUT_MS = int(os.environ.get("VX_BROWSER_TIMEOUT_MS", 180_000))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PHOTO = ROOT / "assets" / "samples" / "photo_chelsea.jpg"
@@ -42,12 +45,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def hub_cache(tmp_path_factory) -> Path:
+    """A Hugging Face cache holding one catalogue model (a small random DeiT in the hub's real layout)."""
+    from test_hub import ENTRY, make_hf_cache, tiny_deit_files
+
+    root = tmp_path_factory.mktemp("hf")
+    make_hf_cache(root / "cache", ENTRY.repo, tiny_deit_files(root / "files"))
+    return root / "cache"
+
+
+@contextlib.contextmanager
+def streamlit_server(env: dict, port: int | None = None):
+    """`streamlit run app.py` with `env` on `port` (a free one if None): yields its address; at the end
+    stops it and fails if its log holds a traceback."""
     if not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("VIT_EXPLORER_MODEL", None)  # the embedded default, as a fresh server has it
+        pytest.fail("Debian's chromium is not installed (apt-get install -y chromium)")
+    port = port or free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
                              "--server.headless", "true"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -71,6 +84,14 @@ def server():
 
 
 @pytest.fixture(scope="module")
+def server(hub_cache):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
+    env.pop("VIT_EXPLORER_MODEL", None)  # the embedded default, as a fresh server has it
+    with streamlit_server(env) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -81,10 +102,15 @@ def browser():
 
 
 def wait_for_page(page, title: str):
-    page.wait_for_selector(f'[data-testid="stMain"] h1:has-text("{title}")', timeout=180_000)
-    page.wait_for_selector('[data-testid="stMain"] .js-plotly-plot', timeout=180_000)
+    try:
+        page.wait_for_selector(f'[data-testid="stMain"] h1:has-text("{title}")', timeout=TIMEOUT_MS)
+    except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "timeout.png"))  # what the page showed instead
+        raise
+    page.wait_for_selector('[data-testid="stMain"] .js-plotly-plot', timeout=TIMEOUT_MS)
     # the run is over when the app root says so (the status widget's button can be gone before the end)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=180_000)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=TIMEOUT_MS)
     time.sleep(1.0)  # let plotly finish drawing before the screenshot
 
 
@@ -162,4 +188,47 @@ def test_clicking_a_patch_selects_it_on_every_page(server, browser):
     rows = page.locator('[data-testid="stMain"] [data-testid="stNumberInput"] input')
     assert (rows.nth(0).input_value(), rows.nth(1).input_value()) == ("1", "5"), "the selection follows to step 5"
     page.screenshot(path=str(ARTIFACTS / "en_step5_after_click.png"))
+    page.close()
+
+
+def switch_language(page, sidebar, lang: str, title_key: str):
+    sidebar.get_by_text({"en": "English", "zh": "简体中文"}[lang], exact=True).click()
+    wait_for_page(page, translate(title_key, lang))
+
+
+@pytest.mark.parametrize("with_upload_and_hub_model", [False, True])
+def test_switching_the_language_then_navigating(server, browser, with_upload_and_hub_model):
+    """English → 中文 → English on every page, each switch followed by a click in the navigation: the
+    browser then sends the sample and model lists' old labels, which used to be opened as a file name."""
+    from test_hub import ENTRY
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(f"{server}/?lang=en")
+    wait_for_page(page, translate("home.title", "en"))
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    if with_upload_and_hub_model:
+        sidebar.locator('[data-testid="stSelectbox"]').first.click()
+        page.get_by_role("option", name=translate("app.model.kind.hub", "en", title=ENTRY.title)).click()
+        sidebar.get_by_text(ENTRY.title).last.wait_for(timeout=60_000)  # the caption of the model in use
+        wait_for_page(page, translate("home.title", "en"))
+        sidebar.get_by_text(translate("app.image.upload", "en"), exact=True).click()
+        sidebar.locator('input[type="file"]').set_input_files(str(PHOTO))
+        sidebar.get_by_text(PHOTO.name).last.wait_for(timeout=60_000)
+        wait_for_page(page, translate("home.title", "en"))
+    caption = sidebar.locator('[data-testid="stImageCaption"]').inner_text()
+    nav = sidebar.locator('[data-testid="stSidebarNav"]')
+    # every page gets a switch then a click in the navigation; the two runs switch each page both ways
+    langs = ["zh", "en"] if with_upload_and_hub_model else ["en", "zh"]
+    if langs[0] == "en":
+        switch_language(page, sidebar, "zh", "home.title")
+    for i, ((url, area, _), (_, next_area, next_key)) in enumerate(zip(PAGES, PAGES[1:] + PAGES[:1])):
+        lang = langs[i % 2]
+        switch_language(page, sidebar, lang, f"{area}.title")
+        nav.get_by_text(translate(next_key, lang), exact=True).click()  # where the stale label used to arrive
+        wait_for_page(page, translate(f"{next_area}.title", lang))  # still in the language chosen
+        assert_no_failure(page, f"{next_area} after switching to {lang} on {url}")
+        assert sidebar.locator('[data-testid="stImageCaption"]').inner_text() == caption, "the image is kept"
+        if with_upload_and_hub_model:
+            assert sidebar.get_by_text(ENTRY.title).count() >= 1, "the model is kept"
+    page.screenshot(path=str(ARTIFACTS / f"language_switch_{int(with_upload_and_hub_model)}.png"))
     page.close()

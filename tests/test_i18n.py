@@ -29,6 +29,31 @@ def test_chinese_texts_are_chinese():
             assert CJK.search(texts["zh"]), f"{key} has no Chinese: {texts['zh']!r}"
 
 
+def test_the_six_steps_are_titled_alike():
+    for n in range(1, 7):
+        texts = table()[f"step{n}.title"]
+        assert texts["en"].startswith(f"Step {n} · ") and texts["zh"].startswith(f"第 {n} 步 · "), texts
+
+
+BLANKS = re.compile(r"%?\{[^{}]*\}|`[^`]*`|<br>")  # placeholders, code and markup are not prose
+CHINESE_TYPOGRAPHY = {  # rule -> what breaks it, in a Chinese string
+    "full-width ，；：？！ next to Chinese": re.compile(r"[\u4e00-\u9fff][,;:?!]|[,;:?!] ?[\u4e00-\u9fff]"),
+    "full-width （） around Chinese": re.compile(r"\([^()]*[\u4e00-\u9fff][^()]*\)"),
+    "“ ” quotes, not ASCII ones": re.compile(r'"'),
+    "a trailing …… (two), with no space before it": re.compile(r"(?<!…)…$| ……$"),
+}
+
+
+@pytest.mark.parametrize("rule", CHINESE_TYPOGRAPHY)
+def test_chinese_strings_use_full_width_punctuation(rule):
+    bad = [(k, v["zh"]) for k, v in table().items() if CHINESE_TYPOGRAPHY[rule].search(BLANKS.sub("X", v["zh"]))]
+    assert not bad, f"{rule}: " + "; ".join(f"{k}: {zh!r}" for k, zh in bad)
+
+
+def test_english_strings_have_no_chinese_punctuation():
+    assert not [k for k, v in table().items() if re.search(r"[\u3000-\u303f\uff00-\uffef\u4e00-\u9fff]", v["en"])]
+
+
 def used_keys():
     for path in SOURCES:
         for is_f, _, key in CALL.findall(path.read_text(encoding="utf-8")):
@@ -49,18 +74,46 @@ def test_every_key_the_app_uses_exists():
             assert key in keys, f"{name}: {key} is not in assets/i18n"
 
 
-def test_every_embedded_model_has_a_translated_title():
-    from vit_core import zoo
+def test_every_listed_model_has_a_translated_title():
+    from vit_core import hub, zoo
 
-    assert all(f"app.model.title.{name}" in table() for name in zoo.EMBEDDED)
+    assert all(f"app.model.title.{name}" in table() for name in [*zoo.EMBEDDED, *(e.id for e in hub.CATALOGUE)])
 
 
-def test_every_error_the_engine_raises_has_a_message():
+def test_every_error_the_engine_raises_has_a_message_and_details_in_both_languages():
     from vit_core.images import ImageError
 
     engine = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "vit_core").glob("*.py"))
-    raised = set(ImageError.KEYS) | set(re.findall(r'"((?:checkpoint|hub|zoo)\.[a-z_]+)"', engine))
-    assert raised and not raised - set(table()), sorted(raised - set(table()))
+    raised = set(ImageError.KEYS) | set(re.findall(r'"((?:checkpoint|hub|zoo)\.[a-z_.]+[a-z])"', engine))
+    assert {k for k in raised if ".detail." in k} and not raised - set(table()), sorted(raised - set(table()))
+
+
+def engine_errors():
+    """Real failures from the engine: a missing file, an unknown layout, an unknown name, offline hub."""
+    from vit_core import hub, zoo
+    from vit_core.weights import detect_layout, load_checkpoint
+
+    for fail in (lambda: load_checkpoint(ROOT / "no-such-model.safetensors"), lambda: detect_layout(["a.b"]),
+                 lambda: zoo.load_model("no-such-model"), lambda: hub.download("deit-tiny")):  # conftest: offline
+        with pytest.raises(Exception) as e:
+            fail()
+        yield e.value
+
+
+def test_engine_errors_are_told_in_the_reader_s_language_details_included():
+    import pickle
+
+    from vit_core.i18n import explain
+
+    errors = list(engine_errors())
+    assert len(errors) == 4
+    for err in errors:
+        en, zh = explain(err, "en"), explain(err, "zh")
+        assert str(err) in en  # the English detail is the whole str(), for logs
+        assert CJK.search(zh) and not re.search(r"[A-Za-z]{3,} [A-Za-z]{3,} [A-Za-z]{3,}", zh), zh
+        copy = pickle.loads(pickle.dumps(err))
+        assert (type(copy), copy.key, explain(copy, "zh")) == (type(err), err.key, zh)
+    assert explain(ValueError("boom"), "zh") is None  # not an engine error: the UI's generic message
 
 
 @pytest.mark.parametrize("lang", LANGS)

@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from apptest import assert_clean, charts, live_trace, open_app, plotly_array, save_vit
+from apptest import assert_clean, choice, charts, live_trace, open_app, plotly_array, save_vit
 from vit_core import analysis, zoo
 from vit_core.card import Preprocess
 from vit_core.i18n import translate
@@ -169,7 +169,8 @@ def test_page_shows_live_maps_checks_faithfulness_and_exports_what_it_shows(lang
     model, card, tr = live_trace(fmnist_model)
     L = len(tr.layers)
     assert bool(CJK.search(at.title[0].value)) == (lang == "zh")
-    assert any(e.value.count("**") >= 2 and "fmnist_ankle_boot.png" in e.value for e in at.info), "says where to upload"
+    assert any(e.value.count("**") >= 2 and translate("app.sample.fmnist_ankle_boot", lang) in e.value
+               for e in at.info), "names the image (a sample by its title) and says where to upload"
     assert {"rollout.map", "rollout.raw", "rollout.grad"} <= {el.key for el in at.get("plotly_chart")}
 
     # the default map is the paper's rollout (mean, residual, nothing discarded, every layer) of this model
@@ -218,7 +219,7 @@ def test_every_control_changes_the_map(fmnist_model):
                ("toggle", "rollout.residual", False, dict(residual=False)),
                ("slider", f"rollout.layers.{L}", (2, L - 1), dict(start_layer=1, end_layer=L - 1))]
     for kind, key, value, change in changes:
-        getattr(at, kind)(key=key).set_value(value).run()
+        (choice(at, kind, key) if kind == "radio" else getattr(at, kind)(key=key)).set_value(value).run()
         assert_clean(at)
         settings |= change
         now = shown_map(at, "rollout.map")
@@ -230,7 +231,7 @@ def test_every_control_changes_the_map(fmnist_model):
     model, _, _ = live_trace(fmnist_model)
     grads = {}
     for cls in [int(i) for i in tr.probs[0].topk(2).indices]:
-        at.selectbox(key="rollout.class").set_value(cls).run()
+        choice(at, "selectbox", "rollout.class").set_value(cls).run()
         assert_clean(at)
         _, g = analysis.attention_gradients(model, tr.pixels, cls)
         R = analysis.gradient_rollout(tr.attentions, g, start_layer=1, end_layer=L - 1)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from apptest import assert_clean, charts, live_trace, open_app, plotly_array, select_patch
+from apptest import assert_clean, choice, charts, live_trace, open_app, plotly_array, select_patch
 from vit_core import analysis
 from vit_core.analysis import (corresponding_cell, linear_patch_embed, patch_geometry, patch_size_options,
                                pos_embed_row, pos_embed_similarity)
@@ -215,7 +215,7 @@ def test_step1_page(lang, model_id):
     n_label = translate("step1.whatif.n", lang)
     assert metrics(at)[n_label].value == f"{h * w:,}"
     Q = min(patch_size_options((H, W), P))
-    at.select_slider(key="vx.step1.whatif").set_value(Q).run()
+    choice(at, "select_slider", "vx.step1.whatif").set_value(Q).run()
     alt = patch_geometry((H, W), Q, C, tr.num_prefix_tokens)
     assert metrics(at)[n_label].value == f"{alt.num_patches:,}" and alt.num_patches > h * w
     assert metrics(at)[translate("step1.whatif.att", lang)].value == f"{alt.attention_entries:,}"
@@ -270,12 +270,12 @@ def test_step3_page(lang, model_id):
     z = heat(at, "step3.all")
     np.testing.assert_allclose(z[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w], sim[r, c], atol=1e-5)
     # the CLS slot is not on the grid: its map comes from pos_embed_row, and no cell is outlined
-    at.radio(key="vx.step3.ref").set_value("0").run()
+    choice(at, "radio", "vx.step3.ref").set_value("0").run()
     _, cls_map = pos_embed_row(tr.pos_embed, 0, tr.grid, prefix)
     np.testing.assert_allclose(heat(at, "step3.map"), cls_map, atol=1e-5)
     assert not charts(at)["step3.map"]["layout"].get("shapes")
     select_patch(at, 0, 0)  # picking a patch makes the patch the reference again
-    assert at.radio(key="vx.step3.ref").value == "patch"
+    assert choice(at, "radio", "vx.step3.ref").value == "patch"
     np.testing.assert_allclose(heat(at, "step3.map"), sim[0, 0], atol=1e-5)
     # resampling: another input size gives another grid, N and T, and the map of the same place
     H2, W2 = 2 * P * h, P * max(1, w // 2)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from apptest import assert_clean, charts, live_trace, open_app, plotly_array, select_patch, texts
+from apptest import assert_clean, choice, charts, live_trace, open_app, plotly_array, select_patch, texts
 from vit_core import analysis
 from vit_core.i18n import placeholders, translate
 from vit_core.model import ViT, ViTConfig
@@ -240,13 +240,13 @@ def test_step4_builds_the_sequence_and_follows_cls(lang, fmnist_model):
     norms = tr.tokens.new_tensor([z[0, 0].norm() for z in tr.hidden_states])
     np.testing.assert_allclose(plotly_array(chart(at, "step4.norm")[0]["y"]), norms, rtol=1e-5)
 
-    at.button_group(key="step4.stage").set_value(2).run()  # ② prepend CLS
+    choice(at, "button_group", "step4.stage").set_value(2).run()  # ② prepend CLS
     assert_clean(at)
     seq = chart(at, "step4.seq")[0]
     assert len(seq["y"]) == N + p and seq["y"][0] == translate("step4.token.cls", lang)
     np.testing.assert_allclose(plotly_array(seq["z"])[0], model.cls_token[0, 0].detach().numpy(), atol=1e-6)
 
-    at.button_group(key="step4.stage").set_value(3).run()  # ③ add E_pos: z0
+    choice(at, "button_group", "step4.stage").set_value(3).run()  # ③ add E_pos: z0
     assert_clean(at)
     np.testing.assert_allclose(z_of(at, "step4.seq"), tr.tokens[0].numpy(), atol=1e-5)
     np.testing.assert_allclose(z_of(at, "step4.pos"), tr.pos_embed[0].numpy(), atol=1e-6)
@@ -326,7 +326,7 @@ def test_deit_with_a_non_square_grid_and_1000_classes(deit_model):
     at = open_app("en", "pages/step4_cls.py", **{"vx.model": deit_model})
     assert_clean(at)
     assert translate("step4.deit", "en") in texts(at)
-    at.button_group(key="step4.stage").set_value(2).run()
+    choice(at, "button_group", "step4.stage").set_value(2).run()
     seq = chart(at, "step4.seq")[0]
     assert seq["y"][:2] == ["CLS", "DIST"] and len(seq["y"]) == p + h * w
     np.testing.assert_allclose(plotly_array(seq["z"])[:2], tr.prefix_tokens[0].numpy(), atol=1e-6)

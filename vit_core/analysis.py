@@ -584,6 +584,38 @@ def cnn_erf(cnn, pixels: torch.Tensor, layer: str, cell: tuple[int, int]) -> tor
     return effective_receptive_field(lambda x: dict(cnn.features(x))[layer], pixels, cell)
 
 
+def _erfs(outputs: Callable[[torch.Tensor], list[torch.Tensor]], pixels: torch.Tensor,
+          pick: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """ERFs of several outputs of one forward pass: (n, B, H, W), the n-th of `pick(n, outputs[n])`.
+
+    One forward and one gradient call per output, the graph kept in between: the numbers of
+    effective_receptive_field output by output, for about the cost of one of them plus n backward passes.
+    """
+    x = pixels.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        outs = outputs(x)
+        grads = [torch.autograd.grad(pick(n, out).sum(), x, retain_graph=n < len(outs) - 1)[0]
+                 for n, out in enumerate(outs)]
+    return torch.stack([g.abs().sum(1) for g in grads])
+
+
+def vit_erfs(model, pixels: torch.Tensor, layers: Sequence[int], token: int) -> torch.Tensor:
+    """vit_erf for every layer in `layers` (1..L) from one forward pass: (len(layers), B, H, W)."""
+    return _erfs(lambda x: [model.trace_with_grad(x).hidden_states[layer] for layer in layers], pixels,
+                 lambda n, out: out[:, token])
+
+
+def cnn_erfs(cnn, pixels: torch.Tensor, cells: dict[str, tuple[int, int]]) -> torch.Tensor:
+    """cnn_erf for every (layer name -> cell) in `cells`, in that order, from one forward pass: (n, B, H, W)."""
+    names = list(cells)
+
+    def outputs(x):
+        maps = dict(cnn.features(x))
+        return [maps[name] for name in names]
+
+    return _erfs(outputs, pixels, lambda n, out: out[:, :, cells[names[n]][0], cells[names[n]][1]])
+
+
 def compare_data_efficiency(summary: dict, a: str = "vit", b: str = "cnn") -> list[dict]:
     """Model `a` against model `b` at every training-set size both ran, from `train.summarize()`'s output.
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from vit_core.card import ModelCard
+from vit_core.i18n import TranslatableError
 from vit_core.weights import load_checkpoint
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -52,25 +53,21 @@ CATALOGUE = (
              "DeiT-Ti/16 distilled · ImageNet-1k", 23),
     HubModel("vit-base", "google/vit-base-patch16-224", "ViT-B/16 · ImageNet-21k → 1k", 346),
     HubModel("vit-tiny-augreg", "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
-             "ViT-Ti/16 AugReg · ImageNet-21k → 1k (timm)", 23, files=("config.json",)),
-)
+             "ViT-Ti/16 AugReg · ImageNet-21k → 1k", 23, files=("config.json",)),
+)  # the app shows each title in the reader's language: app.model.title.<id> in assets/i18n/app.json
 
 
-class HubError(Exception):
-    """A download that did not happen: `key` is a message id the UI translates, params["detail"] the
-    English message."""
+class HubError(TranslatableError):
+    """A download that did not happen: `key` and `detail` are message ids the UI translates, `blanks`
+    fill them (the endpoint is always one)."""
 
-    def __init__(self, key: str, message: str):
-        super().__init__(key, message)
-        self.key, self.message, self.params = key, message, {"detail": message, "endpoint": endpoint()}
-
-    def __str__(self) -> str:
-        return self.message
+    def __init__(self, key: str, detail: str, params: dict | None = None, **blanks):
+        super().__init__(key, detail, {"endpoint": endpoint()} | (params or {}) | blanks)
 
 
 class HubOfflineError(HubError):
-    def __init__(self, message: str, key: str = "hub.offline"):
-        super().__init__(key, message)
+    def __init__(self, detail: str, params: dict | None = None, **blanks):
+        super().__init__("hub.offline", detail, params, **blanks)
 
 
 def get(name: str) -> HubModel:
@@ -99,8 +96,9 @@ def offline_mode() -> bool:
     return flag.strip().lower() in ("1", "true", "yes", "on") or constants.is_offline_mode()
 
 
-def _within(seconds: float, fn, what: str):
-    """fn() in a daemon thread, given at most `seconds`: DNS lookups ignore socket timeouts."""
+def _within(seconds: float, fn, silence: str):
+    """fn() in a daemon thread, given at most `seconds`: DNS lookups ignore socket timeouts. `silence` is
+    the detail key of the error when no answer comes."""
     box: list = []
 
     def run():
@@ -113,11 +111,10 @@ def _within(seconds: float, fn, what: str):
     worker.start()
     worker.join(seconds)
     if not box:
-        raise HubOfflineError(f"Cannot reach {endpoint()}: {what} gave no answer within {seconds:.1f} s. "
-                              "Only cached models can be loaded.")
+        raise HubOfflineError(silence, seconds=seconds)
     ok, value = box[0]
     if not ok:
-        raise HubOfflineError(f"Cannot reach {endpoint()} ({value}). Only cached models can be loaded.")
+        raise HubOfflineError("hub.detail.unreachable", reason=str(value) or type(value).__name__)
     return value
 
 
@@ -143,19 +140,19 @@ def check_online(repo: str = CATALOGUE[0].repo, timeout: float = PROBE_TIMEOUT_S
     `repo`, which must carry the hub's X-Repo-Commit header, so that a captive portal or a proxy's
     error page is not taken for the hub."""
     if offline_mode():
-        raise HubOfflineError("Offline mode is on (HF_HUB_OFFLINE): only cached models can be loaded.")
+        raise HubOfflineError("hub.detail.offline_mode")
     url = urlparse(endpoint())
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
     proxy = urllib.request.getproxies().get(url.scheme)
     if proxy and not urllib.request.proxy_bypass(host):
         p = urlparse(proxy if "://" in proxy else "http://" + proxy)
         host, port = p.hostname or "", p.port or 80
-    _within(timeout, lambda: socket.create_connection((host, port), timeout=timeout).close(), "a connection")
+    _within(timeout, lambda: socket.create_connection((host, port), timeout=timeout).close(),
+            "hub.detail.no_connection")
     status, headers = _within(HTTP_TIMEOUT_S, lambda: _head(f"{endpoint()}/{repo}/resolve/main/config.json",
-                                                            HTTP_TIMEOUT_S), "the hub")
+                                                            HTTP_TIMEOUT_S), "hub.detail.no_answer")
     if status >= 500 or headers.get("X-Repo-Commit") is None:
-        raise HubOfflineError(f"{endpoint()} answered (HTTP {status}) but not as the Hugging Face hub does: "
-                              "a proxy or a login page? Only cached models can be loaded.")
+        raise HubOfflineError("hub.detail.not_hub", status=status)
 
 
 def cached_path(entry: HubModel, cache_dir: str | Path | None = None) -> Path | None:
@@ -224,11 +221,11 @@ def download(entry: HubModel | str, progress=None, cache_dir: str | Path | None 
         infos = HfApi(endpoint=endpoint()).get_paths_info(entry.repo, [*entry.files, *entry.weights],
                                                           revision=entry.revision)
     except Exception as e:  # noqa: BLE001 - one clear message for the app
-        raise HubError("hub.download_failed", f"Listing {entry.repo} failed: {e}") from e
+        raise HubError("hub.download_failed", "hub.detail.listing", repo=entry.repo, reason=str(e)) from e
     sizes = {i.path: i.size for i in infos}
     weights = next((w for w in entry.weights if w in sizes), None)
     if weights is None:
-        raise HubError("hub.no_weights", f"{entry.repo} has none of {', '.join(entry.weights)}")
+        raise HubError("hub.no_weights", "hub.detail.no_weights", repo=entry.repo, files=", ".join(entry.weights))
     files = [f for f in entry.files if f in sizes] + [weights]
     total = sum(sizes[f] for f in files)
     done = sum(sizes[f] for f in files if _cached_file(entry, f, cache))
@@ -248,7 +245,7 @@ def download(entry: HubModel | str, progress=None, cache_dir: str | Path | None 
         if kind == "progress" and progress:
             progress(*value)
         elif kind == "error":
-            raise HubError("hub.download_failed", f"Downloading {entry.repo} failed: {value}") from value
+            raise HubError("hub.download_failed", "hub.detail.download", repo=entry.repo, reason=str(value)) from value
         elif kind == "done":
             break
     if progress:

@@ -2,7 +2,9 @@
 
 Strings live in `assets/i18n/<area>.json` as {"<area>.<name>": {"en": ..., "zh": ...}}: one file per
 page or area, so the two languages sit side by side and a missing translation is easy to spot.
-Placeholders use str.format: "{n} patches".
+Placeholders use str.format: "{n} patches". Engine errors carry message keys, not sentences
+(`TranslatableError`), so the UI says every failure, its details included, in the reader's language.
+The vocabulary every string keeps to is `glossary.toml` beside the tables (not a table itself).
 """
 
 from __future__ import annotations
@@ -50,3 +52,38 @@ class _Params(dict):
 
 def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+class TranslatableError(Exception):
+    """Base of the engine's user-facing errors: `key` names the sentence the user reads, `detail` (a key
+    too) what exactly went wrong, which fills that sentence's {detail} blank; `params` fill both.
+    str() is the English detail, for logs and tests; `explain(err, lang)` is what the UI shows."""
+
+    def __init__(self, key: str, detail: str, params: dict | None = None):
+        super().__init__(key, detail, params)  # args = (key, detail, params): pickles and reconstructs
+        self.key, self.detail, self.params = key, detail, dict(params or {})
+
+    def __str__(self) -> str:
+        return translate(self.detail, "en", **self.params)
+
+    def __reduce__(self):  # subclasses take other arguments: rebuild from the state, not through __init__
+        return _restore, (type(self), self.__dict__)
+
+
+def _restore(cls, state: dict) -> TranslatableError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, state["key"], state["detail"], state["params"])
+    err.__dict__.update(state)
+    return err
+
+
+def explain(err: Exception, lang: str) -> str | None:
+    """The user's sentence for an engine error (anything with a message `key`: TranslatableError,
+    ImageError), its details in `lang` too; None for any other exception."""
+    key = getattr(err, "key", None)
+    if not key:
+        return None
+    params = dict(getattr(err, "params", None) or {})
+    if getattr(err, "detail", None):
+        params["detail"] = translate(err.detail, lang, **params)
+    return translate(key, lang, **params)

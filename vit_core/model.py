@@ -11,19 +11,21 @@ Parameter names are timm's, so a timm checkpoint loads with strict=True and ever
 converts to this one (see weights.py). Attention is computed explicitly as softmax(q kᵀ / √d):
 fused kernels never return the weights the app must show.
 
-`forward()` returns logits; `trace()` returns a ViTTrace with every intermediate tensor. Nothing
+`forward()` returns logits and keeps no intermediate tensor it does not need (autograd keeps what a
+backward pass needs); `trace()` returns a ViTTrace (vit_core.trace) with every intermediate tensor. Nothing
 is recorded with hooks and nothing on the module changes at run time, so one loaded model can
 serve many sessions (threads) at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import NamedTuple
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vit_core.trace import LayerTrace, Shapes, ViTTrace  # noqa: F401 - public names, also importable from here
 
 
 @dataclass(frozen=True)
@@ -130,79 +132,6 @@ class Block(nn.Module):
         return x, LayerTrace(q=q, k=k, v=v, attention=attn, attn_out=a, after_attn=mid, after_mlp=x)
 
 
-@dataclass
-class LayerTrace:
-    q: torch.Tensor  # (B, heads, T, hd)
-    k: torch.Tensor  # (B, heads, T, hd)
-    v: torch.Tensor  # (B, heads, T, hd)
-    attention: torch.Tensor  # (B, heads, T, T) softmax(q kᵀ/√hd), rows sum to 1
-    attn_out: torch.Tensor  # (B, T, D) what attention adds to the residual stream
-    after_attn: torch.Tensor  # (B, T, D) z'_l
-    after_mlp: torch.Tensor  # (B, T, D) z_l
-
-
-class Shapes(NamedTuple):
-    """The sizes a learner reads off a trace, by the paper's letters."""
-
-    B: int  # images in the batch
-    C: int  # channels
-    H: int  # input height in pixels
-    W: int  # input width in pixels
-    P: int  # patch size
-    h: int  # patches down
-    w: int  # patches across
-    N: int  # patches, h·w = HW/P²
-    prefix: int  # prefix tokens (CLS; DeiT adds a distillation token)
-    T: int  # tokens, prefix + N
-    D: int  # width of every token
-    L: int  # encoder blocks
-    heads: int  # attention heads per block
-
-
-@dataclass
-class ViTTrace:
-    """Every tensor of one pass, in the order the paper builds them. T = prefix + N tokens."""
-
-    pixels: torch.Tensor  # (B, C, H, W) the preprocessed input
-    patches: torch.Tensor  # (B, N, P·P·C) flattened patches, (C, P, P) order, row-major over the grid
-    patch_embeddings: torch.Tensor  # (B, N, D) x_p E (+ bias)
-    prefix_tokens: torch.Tensor  # (B, prefix, D) CLS (and DeiT's distillation token) before E_pos
-    pos_embed: torch.Tensor  # (1, T, D) the position embeddings actually added (resampled if needed)
-    tokens: torch.Tensor  # (B, T, D) z0 = [prefix; x_p E] + E_pos, the encoder input
-    layers: list[LayerTrace]  # one per encoder block
-    final: torch.Tensor  # (B, T, D) after the final LayerNorm
-    logits: torch.Tensor  # (B, classes)
-    grid: tuple[int, int]  # (h, w) patches down and across; N = h·w
-    patch_size: int
-    num_prefix_tokens: int
-    head_logits: list[torch.Tensor] = field(default_factory=list)  # per head (CLS; DeiT also dist)
-
-    @property
-    def shapes(self) -> Shapes:
-        B, C, H, W = self.pixels.shape
-        (h, w), p = self.grid, self.num_prefix_tokens
-        return Shapes(B=B, C=C, H=H, W=W, P=self.patch_size, h=h, w=w, N=h * w, prefix=p, T=h * w + p,
-                      D=self.tokens.shape[-1], L=len(self.layers), heads=self.layers[0].attention.shape[1])
-
-    @property
-    def hidden_states(self) -> list[torch.Tensor]:  # L+1 tensors (B, T, D): z0, z1, ..., zL
-        return [self.tokens] + [layer.after_mlp for layer in self.layers]
-
-    @property
-    def attentions(self) -> list[torch.Tensor]:  # L tensors (B, heads, T, T)
-        return [layer.attention for layer in self.layers]
-
-    @property
-    def probs(self) -> torch.Tensor:
-        return self.logits.softmax(-1)
-
-    def to(self, device) -> "ViTTrace":
-        move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
-        layers = [LayerTrace(**{f.name: move(getattr(t, f.name)) for f in fields(LayerTrace)}) for t in self.layers]
-        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name not in ("layers", "head_logits")},
-                       layers=layers, head_logits=[move(h) for h in self.head_logits])
-
-
 def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int],
                        num_prefix_tokens: int = 1) -> torch.Tensor:
     """Resize learned position embeddings (1, prefix + h·w, D) to another patch grid.
@@ -274,7 +203,9 @@ class ViT(nn.Module):
         P = self.cfg.patch_size
         return F.unfold(pixels, kernel_size=P, stride=P).transpose(1, 2)  # (B, C·P·P, N) -> (B, N, C·P·P)
 
-    def _run(self, pixels: torch.Tensor, flat_patches: bool) -> ViTTrace:
+    def _run(self, pixels: torch.Tensor, flat_patches: bool, keep: bool = True) -> ViTTrace:
+        """The pass of Eq. 1-4. `keep=False` drops every layer's record as soon as the next block runs
+        (the returned trace then has no layers: forward() reads its logits only)."""
         B, _, H, W = pixels.shape
         grid = self.grid_for(H, W)
         x = self.patch_embed(pixels)  # (B, N, D), Eq. 1: x_p E
@@ -286,7 +217,9 @@ class ViT(nn.Module):
         layers = []
         for block in self.blocks:
             x, layer = block(x)
-            layers.append(layer)
+            if keep:
+                layers.append(layer)
+            del layer
         final = self.norm(x)  # Eq. 4 (applied to every token; the head reads the prefix only)
         head_logits = [self.head(final[:, 0])]
         if self.head_dist is not None:
@@ -301,7 +234,7 @@ class ViT(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> logits (B, classes). Differentiable; used for training."""
-        return self._run(pixels, flat_patches=False).logits
+        return self._run(pixels, flat_patches=False, keep=False).logits
 
     def trace(self, pixels: torch.Tensor) -> ViTTrace:
         """Run once without gradients and return every intermediate tensor (on the model's device)."""

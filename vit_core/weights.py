@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from vit_core.card import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, RESAMPLE, ModelCard, Preprocess
+from vit_core.i18n import TranslatableError
 from vit_core.model import VARIANTS, ViT, ViTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,19 +51,17 @@ WEIGHT_SUFFIXES = (".safetensors", ".npz", ".bin", ".pt", ".pth", ".ckpt")
 HEADS_BY_WIDTH = {dim: heads for dim, _, heads in VARIANTS.values()}  # 192→3, 384→6, 768→12, 1024→16, 1280→16
 
 
-class CheckpointError(Exception):
-    """One clear error per unreadable checkpoint: `key` is a message id ("checkpoint.missing_keys") the
-    UI translates, `params` fills its blanks ({detail} is the whole English message)."""
+class CheckpointError(TranslatableError):
+    """One clear error per unreadable checkpoint: `key` ("checkpoint.missing_keys") and `detail`
+    ("checkpoint.detail.strict") are message ids the UI translates, `params` their blanks; the weights
+    at fault are listed in `missing`, `unexpected` and `mismatched`, which fill the blanks of those names."""
 
-    def __init__(self, key: str, message: str, *, missing=(), unexpected=(), mismatched=()):
-        super().__init__(key, message)  # args = (key, message): pickles and reconstructs
-        self.key, self.message = key, message
+    def __init__(self, key: str, detail: str, params: dict | None = None, *, missing=(), unexpected=(),
+                 mismatched=(), **blanks):
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
-        self.params = {"detail": message, "missing": _names(self.missing), "unexpected": _names(self.unexpected),
-                       "mismatched": _names(self.mismatched)}
-
-    def __str__(self) -> str:
-        return self.message
+        names = {k: _names(v) or "—" for k, v in
+                 (("missing", self.missing), ("unexpected", self.unexpected), ("mismatched", self.mismatched))}
+        super().__init__(key, detail, names | (params or {}) | blanks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,9 +311,7 @@ def detect_layout(keys) -> str:
         return "transformers"
     if "patch_embed.proj.weight" in keys:
         return "timm"
-    raise CheckpointError("checkpoint.unknown_layout",
-                          "This is not a ViT checkpoint in a layout I know (timm, transformers, torchvision, JAX). "
-                          f"Its first keys: {', '.join(sorted(keys)[:6])}")
+    raise CheckpointError("checkpoint.unknown_layout", "checkpoint.detail.layout", keys=", ".join(sorted(keys)[:6]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,19 +346,19 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         elif name.endswith((".bin", ".pt", ".pth", ".ckpt")):
             sd = torch.load(path, map_location="cpu", weights_only=True)  # refuses to build arbitrary objects
         else:
-            raise CheckpointError("checkpoint.unsupported_file",
-                                  f"{name}: not a weights file I read ({', '.join(WEIGHT_SUFFIXES)})")
+            raise CheckpointError("checkpoint.unsupported_file", "checkpoint.detail.suffix", name=name,
+                                  suffixes=", ".join(WEIGHT_SUFFIXES))
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - turned into one clear message
         text = str(e)
         if isinstance(e, pickle.UnpicklingError) or "allow_pickle" in text:  # torch's / numpy's refusal
-            raise CheckpointError("checkpoint.unsafe_pickle",
-                                  f"{name} contains Python objects that would run code when loaded, so it was not "
-                                  "loaded. Save the weights as safetensors (or a plain state dict) instead.") from e
-        raise CheckpointError("checkpoint.unreadable", f"{name} could not be read: {text.splitlines()[0]}") from e
+            raise CheckpointError("checkpoint.unsafe_pickle", "checkpoint.detail.pickle", name=name) from e
+        raise CheckpointError("checkpoint.unreadable", "checkpoint.detail.unreadable", name=name,
+                              reason=(text.splitlines() or [type(e).__name__])[0]) from e
     if not isinstance(sd, dict):
-        raise CheckpointError("checkpoint.unreadable", f"{name} holds a {type(sd).__name__}, not a state dict")
+        raise CheckpointError("checkpoint.unreadable", "checkpoint.detail.not_a_dict", name=name,
+                              kind=type(sd).__name__)
     return {k: (v.float() if v.is_floating_point() else v) for k, v in strip_prefixes(sd).items()}
 
 
@@ -383,24 +380,24 @@ def infer_config(sd: dict, **known) -> ViTConfig:
         positions = sd["pos_embed"].shape[1]
     except (KeyError, ValueError) as e:
         missing = [k for k in ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight") if k not in sd]
-        raise CheckpointError("checkpoint.missing_keys", f"Cannot read the model's shape: missing {missing or e}",
-                              missing=missing) from e
+        missing += [] if any(k.startswith("blocks.") for k in sd) else ["blocks.*"]
+        raise CheckpointError("checkpoint.missing_keys", "checkpoint.detail.no_shape",
+                              missing=missing or [str(e)]) from e
     distilled = "dist_token" in sd
     n = positions - (2 if distilled else 1)
     patch = known.pop("patch_size", P)
     if isinstance(patch, (list, tuple)):
         if len(set(patch)) != 1:
-            raise CheckpointError("checkpoint.unsupported", f"non-square patches {tuple(patch)} are not supported")
+            raise CheckpointError("checkpoint.unsupported", "checkpoint.detail.nonsquare_patch", patch=tuple(patch))
         patch = patch[0]
     if patch != P:
-        raise CheckpointError("checkpoint.shape_mismatch", f"the config says patch {patch}, the weights say {P}",
+        raise CheckpointError("checkpoint.shape_mismatch", "checkpoint.detail.patch_conflict", config=patch, weights=P,
                               mismatched=[f"patch_embed.proj.weight {(D, C, P, P)} ≠ patch {patch}"])
     image_size = known.pop("image_size", None)
     if image_size is None:
         side = math.isqrt(n)
         if side * side != n:
-            raise CheckpointError("checkpoint.grid", f"{n} position embeddings do not form a square grid; "
-                                  "pass image_size=(H, W) for a non-square model")
+            raise CheckpointError("checkpoint.grid", "checkpoint.detail.grid", n=n)
         image_size = (side * P, side * P)
     image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     cfg = ViTConfig(
@@ -430,11 +427,8 @@ def strict_load(build, sd: dict, what: str = "checkpoint") -> nn.Module:
     if missing or unexpected or mismatched:
         key = ("checkpoint.missing_keys" if missing else
                "checkpoint.unexpected_keys" if unexpected else "checkpoint.shape_mismatch")
-        lines = [f"{what} does not fit the model it describes."]
-        lines += [f"Missing: {_names(missing)}."] if missing else []
-        lines += [f"Unexpected: {_names(unexpected)}."] if unexpected else []
-        lines += [f"Wrong shape (file ≠ model): {_names(mismatched)}."] if mismatched else []
-        raise CheckpointError(key, " ".join(lines), missing=missing, unexpected=unexpected, mismatched=mismatched)
+        raise CheckpointError(key, "checkpoint.detail.strict", what=what, missing=missing, unexpected=unexpected,
+                              mismatched=mismatched)
     model.load_state_dict({k: v.contiguous() for k, v in sd.items()}, strict=True, assign=True)
     return model.eval()
 
@@ -511,13 +505,6 @@ def timm_preprocess(pretrained: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Reading.
 
-PRE_LOGITS_MESSAGE = (
-    "This checkpoint has a pre-logits layer (Linear + tanh before the head). Only ImageNet-21k pre-training "
-    "checkpoints carry one; the ViT here has none, so its logits would be wrong. Use an ImageNet-1k fine-tuned "
-    "checkpoint: timm *.augreg_in21k_ft_in1k or DeiT, JAX 'imagenet21k+imagenet2012' ViT-*.npz or AugReg "
-    "'...--imagenet2012-...npz', torchvision vit_*_16 IMAGENET1K, transformers google/vit-base-patch16-224.")
-
-
 def from_state_dict(sd: dict, *, layout: str | None = None, source: str = "", name: str = "",
                     hints: dict | None = None, preprocess: dict | None = None, labels=None,
                     extra: dict | None = None, **overrides) -> tuple[ViT, ModelCard]:
@@ -527,7 +514,7 @@ def from_state_dict(sd: dict, *, layout: str | None = None, source: str = "", na
     the caller's and win over everything (num_heads for a bare file of an unusual width, say)."""
     layout = layout or detect_layout(sd)
     if any("pre_logits" in k for k in sd):
-        raise CheckpointError("checkpoint.pre_logits", f"{source or 'state dict'}: {PRE_LOGITS_MESSAGE}")
+        raise CheckpointError("checkpoint.pre_logits", "checkpoint.detail.pre_logits", source=source or "state_dict")
     # JAX keeps the heads as an axis, query/kernel (D, heads, hd): read it before the conversion flattens it
     kernels = [v for k, v in sd.items() if k.endswith("query/kernel")] if layout == "jax" else []
     heads = {"num_heads": kernels[0].shape[-2]} if kernels else {}
@@ -535,7 +522,7 @@ def from_state_dict(sd: dict, *, layout: str | None = None, source: str = "", na
     eps = 1e-12 if layout == "transformers" else 1e-6  # see "Numeric traps" at the top
     known = {"layer_norm_eps": eps} | heads | {k: v for k, v in (hints or {}).items() if v is not None} | overrides
     cfg = infer_config(timm_sd, **known)
-    what = f"{source or 'The state dict'} ({layout} layout)"
+    what = f"{source or 'state_dict'} ({layout})"
     # Names no table row knows stay as the file spells them, so the error names them as the user sees them.
     model = strict_load(lambda: ViT(cfg), timm_sd | {k: sd[k] for k in left}, what=what)
     name = name or Path(source).stem or layout
@@ -552,7 +539,7 @@ def load_checkpoint(path: str | Path, **overrides) -> tuple[nn.Module, ModelCard
     `overrides` (num_heads=, image_size=(H, W), layer_norm_eps=) fill in what a bare file cannot say."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError("checkpoint.not_found", f"{path} does not exist")
+        raise CheckpointError("checkpoint.not_found", "checkpoint.detail.no_file", path=str(path))
     if path.is_dir():
         return _load_dir(path, overrides)
     if (card_path := _card_next_to(path)) is not None:
@@ -594,16 +581,16 @@ def _load_dir(path: Path, overrides: dict) -> tuple[nn.Module, ModelCard]:
     if weights is None:
         found = [p for p in sorted(path.iterdir()) if p.name.endswith(WEIGHT_SUFFIXES)]
         if len(found) != 1:
-            raise CheckpointError("checkpoint.not_found", f"{path}: expected config.json + model.safetensors or "
-                                  f"one weights file ({', '.join(WEIGHT_SUFFIXES)}), found {len(found)}")
+            raise CheckpointError("checkpoint.not_found", "checkpoint.detail.dir", path=str(path),
+                                  suffixes=", ".join(WEIGHT_SUFFIXES), n=len(found))
         return load_checkpoint(found[0], **overrides)
     sd = read_weights(weights)
     layout = detect_layout(sd)
     kw = dict(layout=layout, source=str(path), name=path.name)
     if layout == "transformers" and config:
         if config.get("hidden_act", "gelu") != "gelu":
-            raise CheckpointError("checkpoint.unsupported",
-                                  f"{path}: hidden_act is {config['hidden_act']!r}; this ViT runs the exact GELU only")
+            raise CheckpointError("checkpoint.unsupported", "checkpoint.detail.activation", path=str(path),
+                                  act=repr(config["hidden_act"]))
         # The config wins over the shapes; the strict load then checks every tensor against it.
         hints = dict(num_heads=config.get("num_attention_heads"), layer_norm_eps=config.get("layer_norm_eps"),
                      image_size=config.get("image_size"), patch_size=config.get("patch_size"),
@@ -618,8 +605,8 @@ def _load_dir(path: Path, overrides: dict) -> tuple[nn.Module, ModelCard]:
         pretrained = config.get("pretrained_cfg", config)  # older timm hub configs are one flat dict
         args = config.get("model_args", {})
         if config.get("global_pool", "token") not in ("token", "", None) or args.get("class_token") is False:
-            raise CheckpointError("checkpoint.unsupported", f"{path}: global_pool is {config.get('global_pool')!r}; "
-                                  "only class-token ViTs are supported")
+            raise CheckpointError("checkpoint.unsupported", "checkpoint.detail.pool", path=str(path),
+                                  pool=repr(config.get("global_pool")))
         size = pretrained.get("input_size")  # (C, H, W)
         hints = dict(num_heads=args.get("num_heads"), image_size=args.get("img_size") or (size[1:] if size else None),
                      patch_size=args.get("patch_size"), embed_dim=args.get("embed_dim"), depth=args.get("depth"),

@@ -97,17 +97,16 @@ def load_model(name_or_path: str | Path | None = None, *, progress=None, cache_d
     name = str(name_or_path or DEFAULT_MODEL)
     if name in EMBEDDED:
         if not embedded_path(name).is_file():
-            raise CheckpointError("checkpoint.not_found", f"the embedded model {name} is missing: "
-                                  f"expected {embedded_path(name)} and its .json card (run the training script)")
+            raise CheckpointError("checkpoint.not_found", "checkpoint.detail.embedded", name=name,
+                                  path=str(embedded_path(name)))
         model, card = load_checkpoint(embedded_path(name))
     elif (entry := _hub_entry(name)) is not None:
         model, card = hub.load(entry, progress=progress, cache_dir=cache_dir)
     elif Path(name).expanduser().exists():
         model, card = load_checkpoint(Path(name).expanduser())
     else:
-        raise CheckpointError("zoo.unknown_model", f"{name!r} is neither an embedded model "
-                              f"({', '.join(EMBEDDED)}), a hub model ({', '.join(e.id for e in hub.CATALOGUE)}), "
-                              "nor an existing file or folder")
+        raise CheckpointError("zoo.unknown_model", "zoo.detail.unknown", name=repr(name), embedded=", ".join(EMBEDDED),
+                              hub=", ".join(e.id for e in hub.CATALOGUE))
     model = model.to(device()).eval().requires_grad_(False)
     return model, card
 

@@ -8,8 +8,12 @@ every label already translated; nothing here knows the language.
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
@@ -36,12 +40,24 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
 
 
-def _image_trace(img: np.ndarray, min_side: int = 448) -> go.Image:
-    """An image trace in pixel coordinates; small inputs (28×28) are enlarged with hard pixel edges."""
-    img = _to_uint8(img)
-    k = max(1, min_side // min(img.shape[:2]))
-    big = np.kron(img, np.ones((k, k, 1), dtype=np.uint8)) if k > 1 else img
-    return go.Image(z=big, x0=0.5 / k - 0.5, dx=1 / k, y0=0.5 / k - 0.5, dy=1 / k, hoverinfo="skip")
+def image_uri(img: np.ndarray) -> str:
+    """The picture as a data URI the browser decodes itself: kilobytes instead of a JSON number per
+    pixel. Lossless PNG for small or flat pictures (Fashion-MNIST, mosaics), WebP at quality 90 for
+    photos, whichever is smaller."""
+    pil = Image.fromarray(_to_uint8(img))
+    best = None
+    for fmt, options in (("PNG", dict(optimize=True)), ("WEBP", dict(quality=90, method=4))):
+        buf = io.BytesIO()
+        pil.save(buf, fmt, **options)
+        if best is None or buf.tell() < len(best[1]):
+            best = (fmt.lower(), buf.getvalue())
+    return f"data:image/{best[0]};base64," + base64.b64encode(best[1]).decode("ascii")
+
+
+def _image_trace(img: np.ndarray) -> go.Image:
+    """An image trace in pixel coordinates (pixel (i, j) centred at x = j, y = i). The browser enlarges
+    it with hard pixel edges (plotly's zsmooth=False), so a 28×28 input stays crisp without upsampling."""
+    return go.Image(source=image_uri(img), x0=0, dx=1, y0=0, dy=1, hoverinfo="skip")
 
 
 def _pixel_axes(fig: go.Figure, H: int, W: int) -> None:

@@ -45,16 +45,18 @@ def rf_on_image(img: np.ndarray, span_y: tuple[float, float, float], span_x: tup
 
 
 def rf_by_depth(curves: dict[str, tuple[list[str], list[int]]], *, references: dict[str, float],
-                selected: dict[str, int], title: str, x_title: str, y_title: str, height: int = 420) -> go.Figure:
+                selected: dict[str, int], title: str, x_title: str, y_title: str, unit: str = "px",
+                height: int = 420) -> go.Figure:
     """Receptive field (log scale) against layer number, one curve per network, the selected layer of each
-    ringed, and dashed reference lines (the input sides) so "the field covers the image" is visible."""
+    ringed, and dashed reference lines (the input sides) so "the field covers the image" is visible.
+    `unit` is the translated word for pixels in the hover text."""
     fig = go.Figure()
     for i, (name, (layers, rfs)) in enumerate(curves.items()):
         x = np.arange(1, len(rfs) + 1)
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=x, y=rfs, name=name, mode="lines+markers", customdata=layers,
                                  line=dict(color=color), marker=dict(size=5),
-                                 hovertemplate=name + " · %{customdata}: %{y} px<extra></extra>"))
+                                 hovertemplate=f"{name} · %{{customdata}}: %{{y}} {unit}<extra></extra>"))
         _ring(fig, rfs, selected.get(name), size=16)
     longest = max(len(rfs) for _, rfs in curves.values())
     for j, (label, value) in enumerate(references.items()):  # traces, not add_hline: shapes on a log axis want log10(y)
@@ -73,12 +75,12 @@ def attention_distance(current: np.ndarray, average: np.ndarray | None, ceiling:
 
     `current` and `average` are (L, heads) in pixels: the current image (filled dots) and the mean over
     a sample set (hollow diamonds, with their mean over heads as a line). `names` has the legend and
-    hover labels: current, average, mean, ceiling, head.
+    hover labels: current, average, mean, ceiling, head, and unit (the word for pixels; "px" if absent).
     """
     L, H = current.shape
     layers = np.repeat(np.arange(1, L + 1), H)  # (L·H,) layer of each point
     heads = np.tile(np.arange(1, H + 1), L)
-    hover = names["head"] + " %{customdata} · %{y:.1f} px<extra></extra>"
+    hover = f"{names['head']} %{{customdata}} · %{{y:.1f}} {names.get('unit', 'px')}<extra></extra>"
     fig = go.Figure()
     if average is not None:
         fig.add_trace(go.Scatter(x=layers + 0.15, y=average.reshape(-1), customdata=heads, mode="markers",
@@ -102,15 +104,15 @@ def erf_map(img: np.ndarray, erf: np.ndarray, *, title: str, colorbar_title: str
             rf_box: tuple[tuple[float, float], tuple[float, float]] | None = None, height: int = 380) -> go.Figure:
     """An ERF (H, W), already divided by its max, over the input on the fixed 0..1 scale.
 
-    `patch_box` outlines the chosen position (orange); `rf_box` the theoretical receptive field (dashed),
-    which the gradient never leaves.
+    As in `rf_on_image`, so that a colour means one thing on the page: `rf_box` is the theoretical
+    receptive field (orange), which the gradient never leaves; `patch_box` the chosen patch (white, dotted).
     """
     fig = overlay(img, erf, 1, colorbar_title=colorbar_title, title=title, zmin=0.0, zmax=1.0, opacity=0.7,
                   hover=hover, height=height)
     if rf_box is not None:
-        _box(fig, *rf_box, color="white", dash="dash", width=2, name="rf")
+        _box(fig, *rf_box, name="rf")
     if patch_box is not None:
-        _box(fig, *patch_box, name="patch")
+        _box(fig, *patch_box, color="white", dash="dot", width=2, name="patch")
     return fig
 
 
@@ -150,7 +152,8 @@ def data_efficiency(runs: list[dict], summary: dict, *, names: dict[str, str], t
                                  mode="lines+markers", name=label, legendgroup=model,
                                  line=dict(color=color, width=3), marker=dict(size=7, symbol="square"),
                                  hovertemplate=f"{label} · {names['mean']}: %{{y:.2f}}%<extra></extra>"))
-    fig.update_xaxes(title=x_title, type="log")
+    # ticks at the measured sizes, written out in full ("10,000", not plotly's "10k") in either language
+    fig.update_xaxes(title=x_title, type="log", tickvals=sorted({r["train_size"] for r in runs}), tickformat=",")
     fig.update_yaxes(title=y_title, ticksuffix="%")
     return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.25))
 
