@@ -128,6 +128,22 @@ def choice(widget, label: str, options, labels: dict, *, key: str, default=None,
     return st.session_state[key]
 
 
+def choices(widget, label: str, options, labels: dict, *, key: str, default: list, **kwargs) -> list:
+    """ui.choice for a multiselect: a list of stable ids kept under `key`, the widget keyed by the language."""
+    options = list(options)
+    value = st.session_state.get(key)
+    if not isinstance(value, list) or not all(v in options for v in value):
+        st.session_state[key] = list(default)
+    shown = f"{key}@{lang()}"
+    st.session_state[shown] = st.session_state[key]
+
+    def picked():
+        st.session_state[key] = [v for v in st.session_state.get(shown) or [] if v in options]
+
+    widget(label, options, format_func=lambda o: labels.get(o, str(o)), key=shown, on_change=picked, **kwargs)
+    return st.session_state[key]
+
+
 def notify(kind: str, key: str, **params) -> None:
     st.session_state["vx.notice"] = (kind, key, params)
 

@@ -50,8 +50,8 @@ st.info(t("exp.finetune.embedded_note" if ex.reads_fashion_mnist(lv.card) else "
 
 # --- the task: 2-5 classes, a few images each
 c = st.columns([3, 2, 1])
-classes = c[0].multiselect(t("exp.finetune.classes"), list(range(10)), format_func=labels.__getitem__,
-                           max_selections=5, key=ui.setting("exp.finetune.classes", [5, 7, 9]))
+classes = ui.choices(c[0].multiselect, t("exp.finetune.classes"), range(10), dict(enumerate(labels)),
+                     key="exp.finetune.classes", default=[5, 7, 9], max_selections=5)
 shots = c[1].select_slider(t("exp.finetune.shots"), [1, 2, 5, 10, 20], key=ui.setting("exp.finetune.shots", 5))
 seed = c[2].number_input(t("exp.finetune.seed"), 0, 999, key=ui.setting("exp.finetune.seed", 0))
 if len(classes) < 2:

@@ -27,8 +27,8 @@ def comparison(model_id: str, digest: str, cls: int, _trace) -> ex.MapComparison
 
 top = tr.probs[0].topk(min(5, len(names)))
 classes = {int(i): t("exp.occlusion.class_option", name=names[i], p=float(v)) for v, i in zip(top.values, top.indices)}
-cls = st.selectbox(t("exp.occlusion.class"), list(classes), format_func=classes.get,
-                   key=ui.setting("exp.occlusion.class", next(iter(classes)), valid=lambda v: v in classes))
+cls = ui.choice(st.selectbox, t("exp.occlusion.class"), classes, classes, key="exp.occlusion.class",
+                default=next(iter(classes)))
 key = (lv.model_id, lv.digest, cls)
 cheap = passes * ex.forward_macs(lv.model, s.T) <= AUTO_MACS
 if cheap or st.session_state.get("exp.occlusion.done") == key or st.button(
@@ -73,9 +73,8 @@ st.dataframe(pd.DataFrame({
                                      for f in (res.faithfulness[r] for r in rows[:-1])] + ["—"]}),
     hide_index=True, column_config={t(f"exp.occlusion.faith.{c}"): st.column_config.NumberColumn(format="%.3f")
                                     for c in ("deletion", "insertion")})
-pick = st.segmented_control(t("exp.occlusion.faith.curve_of"), list(ex.MAPS), default="occlusion",
-                            format_func=lambda n: t(f"exp.occlusion.name.{n}"), key="exp.occlusion.curve")
-pick = pick or "occlusion"
+pick = ui.choice(st.segmented_control, t("exp.occlusion.faith.curve_of"), ex.MAPS,
+                 {n: t(f"exp.occlusion.name.{n}") for n in ex.MAPS}, key="exp.occlusion.curve", default="occlusion")
 curve = dict(names=(t(f"exp.occlusion.name.{pick}"), t("exp.occlusion.name.random")), x_title=t("exp.occlusion.faith.x"),
              y_title=t("exp.occlusion.faith.y", name=names[cls]), height=340)
 g = st.columns(2)

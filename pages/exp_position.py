@@ -37,8 +37,8 @@ def ablation(model_id: str, on_dataset: bool) -> tuple[list[str], ex.PosAblation
 
 # --- the learner's shuffle
 modes = {"random": t("exp.position.mode.random"), "swap": t("exp.position.mode.swap")}
-mode = st.radio(t("exp.position.mode"), list(modes), format_func=modes.get, horizontal=True,
-                key=ui.setting("exp.position.mode", "random"))
+mode = ui.choice(st.radio, t("exp.position.mode"), modes, modes, key="exp.position.mode", default="random",
+                 horizontal=True)
 if mode == "random":
     seed = st.number_input(t("exp.position.seed"), 0, 9999, key=ui.setting("exp.position.seed", 1))
     perm = ex.random_perms(s.N, 1, seed=int(seed))[0]

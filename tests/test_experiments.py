@@ -280,6 +280,46 @@ def test_linear_probe_separates_separable_features_and_is_seeded():
     torch.testing.assert_close(probe.probs(feats).sum(-1), torch.ones(120))
 
 
+def newton_logistic(x: np.ndarray, y: np.ndarray, k: int, weight_decay: float, iters: int = 40):
+    """The probe's objective (mean cross-entropy + weight_decay · |W|², bias free) minimised by Newton's
+    method in float64 numpy, the full Hessian built sample by sample. Returns ((k, D) W, (k,) b, loss)."""
+    n, D = x.shape
+    xt = np.hstack([x, np.ones((n, 1))])
+    Y = np.eye(k)[y]
+    reg = np.full((k, D + 1), 2 * weight_decay)
+    reg[:, -1] = 0
+    theta = np.zeros((k, D + 1))
+
+    def softmax(th):
+        z = xt @ th.T
+        z = np.exp(z - z.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
+
+    for _ in range(iters):
+        p = softmax(theta)
+        grad = ((p - Y).T @ xt) / n + reg * theta
+        H = sum(np.kron(np.diag(p[i]) - np.outer(p[i], p[i]), np.outer(xt[i], xt[i])) for i in range(n)) / n
+        theta -= (np.linalg.pinv(H + np.diag(reg.flatten())) @ grad.flatten()).reshape(k, D + 1)
+    loss = -np.log(softmax(theta)[np.arange(n), y]).mean() + weight_decay * (theta[:, :-1] ** 2).sum()
+    return theta[:, :-1], theta[:, -1], loss
+
+
+def test_linear_probe_reaches_the_optimum_newtons_method_finds():
+    """Overlapping classes (no perfect split), so the optimum is a real one; Adam's 300 steps land on it."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(30)
+    feats = torch.randn(3, 6, generator=g)[labels] + 1.2 * torch.randn(90, 6, generator=g)
+    probe = ex.fit_linear_probe(feats, labels, 3, seed=0, weight_decay=1e-3)
+    x = ((feats - probe.mean) / probe.std).double().numpy()
+    torch.testing.assert_close(torch.from_numpy(x).mean(0), torch.zeros(6, dtype=torch.float64), atol=1e-6, rtol=0)
+    W, b, best = newton_logistic(x, labels.numpy(), 3, 1e-3)
+    assert probe.losses[-1] == pytest.approx(best, abs=1e-3) and probe.losses[-1] >= best - 1e-6
+    ref = torch.from_numpy(x @ W.T + b).softmax(-1).float()
+    torch.testing.assert_close(probe.probs(feats), ref, atol=1e-2, rtol=0)
+    assert probe.probs(feats).argmax(-1).tolist() == ref.argmax(-1).tolist()
+    assert 0.7 < probe.accuracy(feats, labels) < 1.0  # the classes do overlap
+
+
 def test_few_shot_set_is_stratified_seeded_and_held_out_fixed():
     images = {"train": torch.arange(60, dtype=torch.uint8)[:, None, None].expand(60, 28, 28),
               "test": torch.arange(30, dtype=torch.uint8)[:, None, None].expand(30, 28, 28)}
