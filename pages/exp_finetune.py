@@ -61,7 +61,7 @@ inputs = (tuple(classes), int(shots), int(seed), held_out)
 ds = task(*inputs)
 k = len(classes)
 montage = vz.examples_montage(ds.train_images.numpy(), ds.train_labels.numpy(), k, min(shots, 10))
-st.image(montage, width=montage.shape[1], caption=t("exp.finetune.montage", rows=", ".join(labels[i] for i in classes), shots=shots, held=held_out))
+st.image(montage, width=montage.shape[1], caption=t("exp.finetune.montage", rows=t("exp.finetune.sep").join(labels[i] for i in classes), shots=shots, held=held_out))
 
 # --- a linear head on the frozen backbone
 st.subheader(t("exp.finetune.probe.title"))
@@ -77,7 +77,7 @@ st.caption(t("exp.finetune.probe.caption", D=lv.trace.shapes.D, k=k, steps=len(r
 st.subheader(t("exp.finetune.new.title"))
 probs = res.probe.classify(lv.trace)
 left, right = st.columns([1, 2])
-left.image(lv.display, caption=lv.image_name, width=180)
+left.image(lv.display, caption=ui.image_label(), width=180)
 with right:
     ui.plot(viz.bars([labels[i] for i in classes], probs.numpy(), highlight=int(probs.argmax()),
                      x_title=t("exp.finetune.prob"), range_=(0, 1.1)), key="exp.finetune.new")
