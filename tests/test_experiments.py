@@ -94,6 +94,16 @@ def test_permutation_proof(model):
     assert res.delta_pos.min() > 1e-2, res.delta_pos  # every shuffle moves it
     torch.testing.assert_close(res.probs_nopos[1:], res.probs_nopos[:1].expand(8, -1), atol=1e-5, rtol=0)
     torch.testing.assert_close(res.shuffled, ex.shuffle_patches(x, res.perms[0], 4))
+    # the same numbers the long way: each shuffle traced on its own, by the model and by a copy with E_pos zeroed
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        zeroed.pos_embed.zero_()
+    p = model.cfg.num_prefix_tokens
+    for m, delta in ((model, res.delta_pos), (zeroed, res.delta_nopos)):
+        base = m.trace(x).final[0, :p]
+        for k, perm in enumerate(res.perms):
+            moved = (m.trace(ex.shuffle_patches(x, perm, 4)).final[0, :p] - base).abs().max()
+            assert float(moved) == pytest.approx(float(delta[k]), rel=1e-4, abs=2e-6)
 
 
 def test_without_pos_embed_the_patch_outputs_are_shuffled_the_same_way(model):
