@@ -110,7 +110,7 @@ def image_picker():
         ui.choice(st.selectbox, t("app.image.sample_label"), names, names, key="vx.sample", index=None,
                   on_change=on_sample, placeholder=t("app.image.own_image"))
     show_notice()
-    st.image(ui.current_image(), caption=ui.image_label(), width="stretch")
+    st.image(ui.current_thumbnail(), caption=ui.image_label(), width="stretch")
 
 
 def on_upload(key):

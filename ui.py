@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import json
 import os
 import pkgutil
@@ -21,7 +22,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vit_core import classroom, hub, viz, zoo
+from vit_core import analysis, classroom, hub, viz, zoo
 from vit_core.card import ModelCard
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
@@ -260,6 +261,21 @@ def _decoded(digest: str, _data: bytes):
     return load_image(_data)
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _thumbnail(digest: str, _data: bytes, side: int) -> bytes:
+    image = _decoded(digest, _data).copy()
+    image.thumbnail((side, side))  # a 12-megapixel photo is not re-encoded at full size on every rerun
+    out = io.BytesIO()
+    image.save(out, "PNG" if max(image.size) <= 64 else "JPEG", quality=90)
+    return out.getvalue()
+
+
+def current_thumbnail(side: int = 512) -> bytes:
+    """The current image, encoded once at most `side` pixels a side, for the sidebar."""
+    img = st.session_state["vx.image"]
+    return _thumbnail(img["digest"], img["data"], side)
+
+
 def current_image():
     img = st.session_state["vx.image"]
     return _decoded(img["digest"], img["data"])
@@ -311,6 +327,19 @@ def live() -> Live:
     tr = _trace(st.session_state["vx.model"], img["digest"], img["data"])
     return Live(model=model, card=card, trace=tr, image_name=img["name"], model_id=st.session_state["vx.model"],
                 digest=img["digest"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _gradients(model_id: str, digest: str, class_index: int, _pixels: torch.Tensor) -> list[torch.Tensor]:
+    model, _ = load_model(model_id)
+    _, grads = analysis.attention_gradients(model, _pixels, class_index)  # the shared model is not touched
+    return [g.cpu() for g in grads]
+
+
+def attention_gradients(lv: Live, class_index: int) -> list[torch.Tensor]:
+    """d logit[class] / d attention of every layer for the current trace, once per (model, image, class) and
+    shared like the trace (never changed by a caller). Needs autograd: call it outside inference_mode."""
+    return _gradients(lv.model_id, lv.digest, class_index, lv.trace.pixels)
 
 
 def patch_index(tr: ViTTrace) -> tuple[int, int]:

@@ -41,7 +41,9 @@ def keys_of(cs: ClassStore, code: str) -> int:
 
 def test_codes_are_long_unambiguous_and_not_repeated():
     codes = {store.new_code() for _ in range(20000)}
-    assert len(codes) == 20000  # 31⁶ possibilities: a repeat in 20k draws has p ≈ 2e-4
+    # 31⁶ ≈ 8.9e8 possibilities: 20k draws repeat a code 0.22 times on average (n²/2N); five or more
+    # repeats have p ≈ 2e-5 for a uniform draw, and would mean a far smaller space
+    assert len(codes) >= 20000 - 4
     assert all(len(c) >= 6 and set(c) <= set(store.ALPHABET) for c in codes)
     assert not set("01OIL") & set(store.ALPHABET) and len(store.ALPHABET) >= 30
     assert store.normalise_code(" abc-23x ") == "ABC23X"

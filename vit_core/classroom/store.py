@@ -17,6 +17,8 @@ import time
 import unicodedata
 from dataclasses import dataclass
 
+from vit_core.i18n import TranslatableError
+
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: read aloud and typed without mistakes
 CODE_CHARS = 6  # 31⁶ ≈ 8.9e8 codes
 LIFETIME_S = 4 * 3600  # a class and everything in it is deleted this long after it starts
@@ -32,12 +34,14 @@ MAX_QUESTIONS = 100  # questions a teacher asks per class
 JOINS, SESSION_FAILURES, ADDRESS_FAILURES = (10, 60.0), (5, 60.0), (50, 60.0)
 
 
-class ClassroomError(Exception):
+class ClassroomError(TranslatableError):
     """A refused classroom action, as a message id and its blanks (shown translated by the app)."""
 
     def __init__(self, key: str, **params):
-        super().__init__(key)
-        self.key, self.params = key, params
+        super().__init__(key, None, params)
+
+    def __str__(self) -> str:
+        return self.key  # logs name the refusal; the UI shows explain(err, lang)
 
 
 @dataclass(frozen=True)
