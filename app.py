@@ -25,15 +25,21 @@ PAGES = [
     ("pages/rollout_lab.py", "app.nav.rollout"),
     ("pages/cnn_vs_vit.py", "app.nav.cnn"),
     ("pages/classroom.py", "classroom.nav"),
+    ("pages/exp_position.py", "exp.nav.position"),
+    ("pages/exp_logit_lens.py", "exp.nav.lens"),
+    ("pages/exp_occlusion.py", "exp.nav.occlusion"),
+    ("pages/exp_windows.py", "exp.nav.windows"),
+    ("pages/exp_finetune.py", "exp.nav.finetune"),
 ]
 pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=path == "pages/home.py")
          for path, key in PAGES}
 sections = {
     t("app.nav.section.start"): [pages["pages/home.py"]],
     t("app.nav.section.steps"): [pages[p] for p, *_ in PAGES[1:7]],
-    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:]],
+    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:10]],
+    t("exp.nav.section"): [pages[p] for p, *_ in PAGES[10:]],
 }
-current = st.navigation(sections)
+current = st.navigation(sections, expanded=True)  # every page listed: no "View more" fold
 
 
 def language_picker():

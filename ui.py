@@ -129,6 +129,22 @@ def choice(widget, label: str, options, labels: dict, *, key: str, default=None,
     return st.session_state[key]
 
 
+def choices(widget, label: str, options, labels: dict, *, key: str, default: list, **kwargs) -> list:
+    """ui.choice for a multiselect: a list of stable ids kept under `key`, the widget keyed by the language."""
+    options = list(options)
+    value = st.session_state.get(key)
+    if not isinstance(value, list) or not all(v in options for v in value):
+        st.session_state[key] = list(default)
+    shown = f"{key}@{lang()}"
+    st.session_state[shown] = st.session_state[key]
+
+    def picked():
+        st.session_state[key] = [v for v in st.session_state.get(shown) or [] if v in options]
+
+    widget(label, options, format_func=lambda o: labels.get(o, str(o)), key=shown, on_change=picked, **kwargs)
+    return st.session_state[key]
+
+
 def notify(kind: str, key: str, **params) -> None:
     st.session_state["vx.notice"] = (kind, key, params)
 
@@ -889,3 +905,14 @@ def live_answers(question: dict, qid: str, revealed: bool) -> None:
         st.dataframe({t("classroom.teacher.name"): roster}, hide_index=True)  # cells are plain text
     if question:
         show_tally(classroom.questions.Question.from_json(question), class_answers(qid), revealed, live())
+
+
+# --- experiment pages
+
+@st.cache_resource(show_spinner=False)
+def fashion_mnist() -> dict:
+    """{"train": (images, labels), "test": (...)}: Fashion-MNIST read once per process and shared read-only.
+    Raises vit_core.data.DatasetMissingError when the Debian package is not installed."""
+    from vit_core.data import load_fashion_mnist
+
+    return {split: load_fashion_mnist(split) for split in ("train", "test")}
