@@ -113,8 +113,10 @@ def choice(widget, label: str, options, labels: dict, *, key: str, default=None,
     runs when the user picks another option. `widget` is st.selectbox, st.radio, ... or a column's.
     """
     options = list(options)
-    if st.session_state.get(key) not in options and not (st.session_state.get(key) is None is default):
-        st.session_state[key] = default
+    value = st.session_state.get(key, default)
+    if value not in options and not (value is None and default is None):  # None: "no choice", where allowed
+        value = default
+    st.session_state[key] = value
     shown = f"{key}@{lang()}"
     st.session_state[shown] = st.session_state[key]
 
