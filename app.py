@@ -9,6 +9,7 @@ import ui
 
 st.set_page_config(page_title="ViT Explorer", page_icon="🔍", layout="wide")
 ui.init_state()
+ui.view_from_url()  # a reload, a reconnect or a shared link reopens the view its address names
 t = ui.t
 
 # (file, title key). Each URL is the file's stem (/step5_encoder): Streamlit resolves a deep link
@@ -23,15 +24,22 @@ PAGES = [
     ("pages/step6_classify.py", "app.nav.step6"),
     ("pages/rollout_lab.py", "app.nav.rollout"),
     ("pages/cnn_vs_vit.py", "app.nav.cnn"),
+    ("pages/classroom.py", "classroom.nav"),
+    ("pages/exp_position.py", "exp.nav.position"),
+    ("pages/exp_logit_lens.py", "exp.nav.lens"),
+    ("pages/exp_occlusion.py", "exp.nav.occlusion"),
+    ("pages/exp_windows.py", "exp.nav.windows"),
+    ("pages/exp_finetune.py", "exp.nav.finetune"),
 ]
 pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=path == "pages/home.py")
          for path, key in PAGES}
 sections = {
     t("app.nav.section.start"): [pages["pages/home.py"]],
     t("app.nav.section.steps"): [pages[p] for p, *_ in PAGES[1:7]],
-    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:]],
+    t("app.nav.section.labs"): [pages[p] for p, *_ in PAGES[7:10]],
+    t("exp.nav.section"): [pages[p] for p, *_ in PAGES[10:]],
 }
-current = st.navigation(sections)
+current = st.navigation(sections, expanded=True)  # every page listed: no "View more" fold
 
 
 def language_picker():
@@ -102,7 +110,7 @@ def image_picker():
         ui.choice(st.selectbox, t("app.image.sample_label"), names, names, key="vx.sample", index=None,
                   on_change=on_sample, placeholder=t("app.image.own_image"))
     show_notice()
-    st.image(ui.current_image(), caption=ui.image_label(), width="stretch")
+    st.image(ui.current_thumbnail(), caption=ui.image_label(), width="stretch")
 
 
 def on_upload(key):
@@ -124,6 +132,7 @@ def show_notice():
 
 
 with st.sidebar:
+    ui.class_bar()  # in a class: the teacher's view goes out, a following student takes it (before any widget)
     language_picker()
     model_picker()
     image_picker()
@@ -135,3 +144,5 @@ except Exception as err:  # noqa: BLE001 - the last net: a page failure is a mes
     # (st.rerun / st.stop / st.switch_page raise BaseException subclasses and pass through)
     logging.getLogger("vit_explorer").exception("page %s failed", current.url_path)
     ui.show_error(err)
+finally:
+    ui.view_to_url()

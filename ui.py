@@ -7,9 +7,14 @@ and the trace once per (model id, sha256 of the image bytes), shared by every se
 
 from __future__ import annotations
 
+import functools
 import importlib
+import io
+import json
 import os
 import pkgutil
+import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +22,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vit_core import hub, zoo
+from vit_core import analysis, classroom, hub, viz, zoo
 from vit_core.card import ModelCard
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
@@ -109,8 +114,10 @@ def choice(widget, label: str, options, labels: dict, *, key: str, default=None,
     runs when the user picks another option. `widget` is st.selectbox, st.radio, ... or a column's.
     """
     options = list(options)
-    if st.session_state.get(key) not in options and not (st.session_state.get(key) is None is default):
-        st.session_state[key] = default
+    value = st.session_state.get(key, default)
+    if value not in options and not (value is None and default is None):  # None: "no choice", where allowed
+        value = default
+    st.session_state[key] = value
     shown = f"{key}@{lang()}"
     st.session_state[shown] = st.session_state[key]
 
@@ -120,6 +127,22 @@ def choice(widget, label: str, options, labels: dict, *, key: str, default=None,
             st.session_state[key] = value
             if on_change:
                 on_change(value)
+
+    widget(label, options, format_func=lambda o: labels.get(o, str(o)), key=shown, on_change=picked, **kwargs)
+    return st.session_state[key]
+
+
+def choices(widget, label: str, options, labels: dict, *, key: str, default: list, **kwargs) -> list:
+    """ui.choice for a multiselect: a list of stable ids kept under `key`, the widget keyed by the language."""
+    options = list(options)
+    value = st.session_state.get(key)
+    if not isinstance(value, list) or not all(v in options for v in value):
+        st.session_state[key] = list(default)
+    shown = f"{key}@{lang()}"
+    st.session_state[shown] = st.session_state[key]
+
+    def picked():
+        st.session_state[key] = [v for v in st.session_state.get(shown) or [] if v in options]
 
     widget(label, options, format_func=lambda o: labels.get(o, str(o)), key=shown, on_change=picked, **kwargs)
     return st.session_state[key]
@@ -241,6 +264,21 @@ def _decoded(digest: str, _data: bytes):
     return load_image(_data)
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _thumbnail(digest: str, _data: bytes, side: int) -> bytes:
+    image = _decoded(digest, _data).copy()
+    image.thumbnail((side, side))  # a 12-megapixel photo is not re-encoded at full size on every rerun
+    out = io.BytesIO()
+    image.save(out, "PNG" if max(image.size) <= 64 else "JPEG", quality=90)
+    return out.getvalue()
+
+
+def current_thumbnail(side: int = 512) -> bytes:
+    """The current image, encoded once at most `side` pixels a side, for the sidebar."""
+    img = st.session_state["vx.image"]
+    return _thumbnail(img["digest"], img["data"], side)
+
+
 def current_image():
     img = st.session_state["vx.image"]
     return _decoded(img["digest"], img["data"])
@@ -296,6 +334,19 @@ def live() -> Live:
                 digest=img["digest"])
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _gradients(model_id: str, digest: str, class_index: int, _pixels: torch.Tensor) -> list[torch.Tensor]:
+    model, _ = load_model(model_id)
+    _, grads = analysis.attention_gradients(model, _pixels, class_index)  # the shared model is not touched
+    return [g.cpu() for g in grads]
+
+
+def attention_gradients(lv: Live, class_index: int) -> list[torch.Tensor]:
+    """d logit[class] / d attention of every layer for the current trace, once per (model, image, class) and
+    shared like the trace (never changed by a caller). Needs autograd: call it outside inference_mode."""
+    return _gradients(lv.model_id, lv.digest, class_index, lv.trace.pixels)
+
+
 def patch_index(tr: ViTTrace) -> tuple[int, int]:
     """The selected patch, clamped to the current grid (another model may have a smaller one)."""
     h, w = tr.grid
@@ -331,7 +382,11 @@ def page_header(step: str) -> None:
 def show_tensor(label: str, tensor: torch.Tensor, *, max_rows: int = 64, max_cols: int = 64) -> None:
     """The raw numbers of a tensor in an expander, with its shape (large tensors are cut, and say so)."""
     x = tensor.detach().float().cpu()
-    with st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, x.shape)))):
+    box = st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, x.shape))), key=f"vx.tensor.{label}",
+                      on_change="rerun")
+    if not box.open:  # the table is built (and sent) only while the reader looks at it
+        return
+    with box:
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[None]
         cut = x2[:max_rows, :max_cols]
         if cut.shape != x2.shape:
@@ -383,6 +438,20 @@ def layer_head_picker(depth: int, heads: int, *, key: str = "lh", with_head: boo
     return layer, head
 
 
+def section(fn):
+    """A page section that reruns alone when one of its own widgets changes (st.fragment): the sidebar and
+    the page's other sections are not rebuilt or sent again. Use it for a section whose widgets nothing
+    outside it reads. The address bar still follows the view."""
+
+    @st.fragment
+    @functools.wraps(fn)
+    def run():
+        fn()
+        view_to_url()  # a fragment's rerun does not reach the end of app.py
+
+    return run
+
+
 def plot(fig, **kwargs) -> None:
     st.plotly_chart(fig, config={"displayModeBar": False}, **kwargs)
 
@@ -409,3 +478,446 @@ def token_labels(tr: ViTTrace) -> list[str]:
     w = tr.grid[1]
     prefix = [t("step4.token.cls"), t("step4.token.dist")][:tr.num_prefix_tokens]
     return prefix + [t("step4.token.patch", i=i, r=i // w, c=i % w) for i in range(tr.grid[0] * w)]
+
+
+# ================================================================ the view, and classroom mode
+# (one section: view() / apply_view() are also what the URL's query parameters use)
+
+# Per-page settings a view carries, each with the check a value must pass before it is set (a page
+# still re-checks it against its own model and picture). rollout.layers.<L> is (first, last) of L layers.
+LAB_SETTINGS = {
+    "rollout.residual": lambda v: isinstance(v, bool),
+    "rollout.fusion": lambda v: v in ("mean", "max", "min"),
+    "rollout.discard": lambda v: type(v) in (int, float) and 0 <= v <= 0.95,
+    "rollout.class": lambda v: type(v) is int and 0 <= v < 100_000,
+    "rollout.target": lambda v: v in ("rollout", "gradient"),
+    "step4.stage": lambda v: type(v) is int and v in (1, 2, 3),
+    "step6.topk": lambda v: type(v) is int and 1 <= v <= 1000,
+    "vx.step1.whatif": lambda v: type(v) is int and 1 <= v <= 4096,
+    "vx.step3.ref": lambda v: v in ("patch", "0", "1"),
+    "vx.step3.height": lambda v: type(v) is int and 1 <= v <= 4096,
+    "vx.step3.width": lambda v: type(v) is int and 1 <= v <= 4096,
+}
+LAYER_RANGE = re.compile(r"^rollout\.layers\.(\d{1,3})$")
+SLIDER_MIRROR = re.compile(r"^vx\.\w+\.(layer|head)$")  # layer_head_picker's sliders (1-based) of vx.layer / vx.head
+
+
+def _lab_ok(key: str, value) -> bool:
+    if key in LAB_SETTINGS:
+        return LAB_SETTINGS[key](value)
+    m = LAYER_RANGE.match(key)
+    return bool(m) and isinstance(value, (list, tuple)) and len(value) == 2 and all(type(v) is int for v in value) \
+        and 1 <= value[0] <= value[1] <= int(m[1])
+
+
+def _current_page() -> str:
+    """The stem of the page file this run shows ("step5_encoder"): also its URL path."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    info = ctx.pages_manager.get_pages().get(ctx.page_script_hash, {}) if ctx else {}
+    return Path(info.get("script_path") or "home").stem
+
+
+@st.cache_data(show_spinner=False)
+def _sample_digests() -> dict[str, str]:
+    return {p.name: image_digest(p.read_bytes()) for p in sample_files()}
+
+
+def view() -> dict:
+    """What this session shows, as plain JSON ids: page, language, model, sample image (None: the
+    user's own picture, named by its digest), selected patch, layer, head and the pages' lab settings."""
+    s = st.session_state
+    img = s["vx.image"]
+    lab = {k: list(v) if isinstance(v, tuple) else v for k, v in s.items() if isinstance(k, str) and _lab_ok(k, v)}
+    return {"page": _current_page(), "lang": lang(), "model": s["vx.model"],
+            "image": img["name"] if _sample_digests().get(img["name"]) == img["digest"] else None,
+            "digest": img["digest"], "patch": list(s["vx.patch"]) if s["vx.patch"] else None,
+            "layer": s["vx.layer"], "head": s["vx.head"], "lab": dict(sorted(lab.items()))}
+
+
+def apply_view(v: dict) -> str | None:
+    """Set this session's state from a view (any part may be missing; a value that is unknown or out of
+    range is ignored). Returns the view's page file ("pages/step5_encoder.py") for the caller to
+    switch to, or None. Call it before the sidebar's widgets are drawn (or rerun after it)."""
+    s = st.session_state
+    v = v if isinstance(v, dict) else {}
+    if v.get("lang") in ("en", "zh"):
+        s["vx.lang"] = v["lang"]
+    models = {e.id for e in _models() if e.cached and e.id not in zoo.NOT_VIT} | {DEFAULTS["vx.model"]}
+    if v.get("model") in models:
+        try:
+            load_model(v["model"])
+            s["vx.model"] = s["vx.model_choice"] = v["model"]
+        except Exception:  # noqa: BLE001 - a model that does not load here: keep ours
+            pass
+    if v.get("image") in _sample_digests() and v["image"] != s["vx.image"]["name"]:
+        s["vx.image"] = _sample(SAMPLES / v["image"])
+        for key, value in (("vx.sample", v["image"]), ("vx.image_source", "sample")):
+            if s.get(key) != value:  # the sidebar's widgets show it too
+                s[key] = value
+    patch = v.get("patch", ())
+    if patch is None or (isinstance(patch, list) and len(patch) == 2 and all(type(x) is int and 0 <= x < 4096
+                                                                              for x in patch)):
+        s["vx.patch"] = tuple(patch) if patch else None
+    config = current_model()[1].config
+    for name, count in (("layer", getattr(config, "depth", 0)), ("head", getattr(config, "num_heads", 0))):
+        if type(v.get(name)) is int and 0 <= v[name] < count:
+            s[f"vx.{name}"] = v[name]
+    for key in [k for k in s if isinstance(k, str) and SLIDER_MIRROR.match(k)]:
+        s[key] = s[f"vx.{SLIDER_MIRROR.match(key)[1]}"] + 1
+    for key, value in (v.get("lab") if isinstance(v.get("lab"), dict) else {}).items():
+        if _lab_ok(key, value):
+            s[key] = tuple(value) if isinstance(value, list) else value
+    page = v.get("page")
+    return f"pages/{page}.py" if isinstance(page, str) and re.fullmatch(r"\w+", page) \
+        and (ROOT / "pages" / f"{page}.py").is_file() else None
+
+
+# --- the view in the address bar: a reload, a reconnect to another replica, a bookmark or a shared link
+# reopens the same view. The page is the URL's path; the rest are query parameters with readable values
+# (layer and head counted from 1 as on screen). Other parameters (the classroom's) are left alone.
+
+URL_KEYS = ("lang", "model", "image", "patch", "layer", "head")
+
+
+def _view_query(v: dict) -> dict[str, str]:
+    q = {"lang": v["lang"], "model": v["model"], "image": v["image"] or "upload", "layer": str(v["layer"] + 1),
+         "head": str(v["head"] + 1)}
+    if v["patch"]:
+        q["patch"] = "{},{}".format(*v["patch"])
+    return q | {key: json.dumps(value) for key, value in v["lab"].items()}
+
+
+def _query_view(q: dict[str, str]) -> dict:
+    """The view a URL names (unknown or malformed parts dropped; apply_view checks every value again)."""
+    v = {"lang": q.get("lang"), "model": q.get("model"), "image": q.get("image")}
+    if re.fullmatch(r"\d{1,4},\d{1,4}", q.get("patch", "")):
+        v["patch"] = [int(x) for x in q["patch"].split(",")]
+    for name in ("layer", "head"):
+        if re.fullmatch(r"\d{1,4}", q.get(name, "")):
+            v[name] = int(q[name]) - 1
+    lab = {key: value for key, text in q.items() if _lab_ok(key, value := _json_or_none(text))}
+    return v | {"lab": lab}
+
+
+def view_from_url() -> None:
+    """Once per session, before the sidebar: take the view the address names. An own photo cannot travel
+    in a URL: after a reconnect (or from a link) the sample stays and one sentence asks for the photo."""
+    if st.session_state.get("vx.url_read"):
+        return
+    st.session_state["vx.url_read"] = True
+    q = {key: st.query_params[key] for key in st.query_params}
+    if not q.keys() & set(URL_KEYS):
+        return
+    apply_view(_query_view(q))
+    if q.get("image") == "upload":
+        st.session_state["vx.image_source"] = "upload"
+        notify("info", "app.image.upload_again")
+
+
+def view_to_url() -> None:
+    """After every run: the address bar shows this session's view (only what changed is sent)."""
+    wanted = _view_query(view())
+    ours = {key for key in st.query_params if key in URL_KEYS or _lab_ok(key, _json_or_none(st.query_params[key]))}
+    for key in ours - wanted.keys():
+        del st.query_params[key]
+    changed = {key: value for key, value in wanted.items() if st.query_params.get(key) != value}
+    if changed:
+        st.query_params.update(changed)
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+# --- classroom mode: the store, the teacher's broadcast, the students' follow and answers
+
+PUBLISH_S, FOLLOW_S, TALLY_S = 0.5, 1.0, 1.0  # how often the teacher's view is sent, students poll, answers recount
+
+
+@st.cache_resource(show_spinner=False)
+def _class_store(url: str | None) -> classroom.ClassStore:
+    return classroom.open_store(url)
+
+
+def class_store() -> classroom.ClassStore:
+    """Redis when REDIS_URL is set (every replica sees the class), else this process's memory."""
+    return _class_store(os.environ.get("REDIS_URL") or None)
+
+
+def class_shared() -> bool:
+    return bool(os.environ.get("REDIS_URL"))
+
+
+def my_class() -> dict | None:
+    """{"code", "role": "teacher" | "student", "token" (teacher) or "student" and "name"}, or None."""
+    return st.session_state.get("vx.class")
+
+
+def _class_call(fn, *args):
+    """A store call; a refusal is a message (None returned), and a class that ended is left."""
+    try:
+        return fn(*args)
+    except classroom.ClassroomError as err:
+        if err.key in ("classroom.error.unknown_code", "classroom.error.not_teacher") and my_class():
+            leave_class()
+        show_error(err)
+    except Exception as err:  # noqa: BLE001 - Redis down or unreachable: say so, the app goes on
+        import logging
+
+        logging.getLogger("vit_explorer").warning("class store: %r", err)
+        st.error(t("classroom.error.store"))
+    return None
+
+
+def start_class() -> None:
+    teacher = _class_call(class_store().create)
+    if teacher:
+        st.session_state["vx.class"] = {"code": teacher.code, "role": "teacher", "token": teacher.token,
+                                        "expires": teacher.expires_at, "shared": []}
+
+
+def resume_class() -> None:
+    """A teacher's own link (?class=CODE&teacher=TOKEN) reopens the class; the token then leaves the
+    address bar, so a projected screen does not show it."""
+    code, token = st.query_params.get("class"), st.query_params.pop("teacher", None)
+    if code and token and not my_class():
+        teacher = _class_call(class_store().resume, code, token)
+        if teacher:
+            st.session_state["vx.class"] = {"code": teacher.code, "role": "teacher", "token": teacher.token,
+                                            "expires": teacher.expires_at, "shared": []}
+
+
+def join_class(code: str, name: str) -> None:
+    session = st.session_state.setdefault("vx.class.session", secrets.token_hex(8))  # rate limits count per session
+    address = getattr(getattr(st, "context", None), "ip_address", None)
+    address = address if isinstance(address, str) else None  # None on localhost (and in AppTest)
+    student = _class_call(class_store().join, code, name, session, address)
+    if student:
+        st.session_state["vx.class"] = {"code": classroom.store.normalise_code(code), "role": "student",
+                                        "student": student, "name": classroom.store.clean_name(name)}
+        st.session_state["vx.class.follow"], st.session_state["vx.class.seen"] = True, None
+
+
+def leave_class() -> None:
+    for key in ("vx.class", "vx.class.seen", "vx.class.sent", "vx.class.mine"):
+        st.session_state.pop(key, None)
+
+
+def end_class() -> None:
+    c = my_class()
+    _class_call(class_store().close, c["code"], c["token"])
+    leave_class()
+
+
+def class_link(code: str, token: str | None = None) -> str:
+    """The classroom page's address with the code (and, for the teacher's own link, the token)."""
+    base = (st.context.url if hasattr(st, "context") else None) or ""
+    base = base.rstrip("/").rsplit("/classroom", 1)[0] + "/classroom"
+    return f"{base}?class={code}" + (f"&teacher={token}" if token else "")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def qr_png(text: str) -> bytes:
+    import io
+
+    import qrcode
+
+    buf = io.BytesIO()
+    qrcode.make(text, border=2).save(buf)  # PNG through pillow
+    return buf.getvalue()
+
+
+def class_bar() -> None:
+    """The class in the sidebar of every page (app.py): a teacher's view goes out, a student follows."""
+    c = my_class()
+    if not c:
+        return
+    with st.container(border=True):
+        if c["role"] == "teacher":
+            _teacher_tick()
+        else:
+            st.toggle(t("classroom.bar.follow"), key="vx.class.follow", help=t("classroom.bar.follow_help"),
+                      on_change=lambda: st.session_state.update({"vx.class.seen": None}), persist_state="session")
+            _student_tick()
+
+
+@st.fragment(run_every=PUBLISH_S)
+def _teacher_tick() -> None:
+    c = my_class()
+    if not c:
+        return
+    v = view()
+    if st.session_state.get("vx.class.share") and v["image"] is None and v["digest"] not in c["shared"]:
+        if _class_call(class_store().share_upload, c["code"], c["token"], st.session_state["vx.image"]["data"]):
+            c["shared"].append(v["digest"])
+    if v != st.session_state.get("vx.class.sent") and _class_call(class_store().publish, c["code"], c["token"], v):
+        st.session_state["vx.class.sent"] = v
+    if my_class():
+        st.caption(t("classroom.bar.teaching", code=c["code"]))
+
+
+@st.fragment(run_every=FOLLOW_S)
+def _student_tick() -> None:
+    c = my_class()
+    state = c and _class_call(class_store().state, c["code"])
+    if not state:
+        return
+    if not state.open:
+        leave_class()
+        notify("info", "classroom.ended")
+        st.rerun()
+    follow = st.session_state.get("vx.class.follow", True)
+    st.caption(t("classroom.bar.following" if follow else "classroom.bar.exploring", code=c["code"]))
+    asked = state.asked
+    if asked and not asked.revealed and _current_page() != "classroom":
+        st.page_link("pages/classroom.py", label=t("classroom.bar.question"), icon="❓")
+    now = (state.view_id if follow else None, asked and asked.id, asked and asked.revealed)
+    if now == st.session_state.get("vx.class.seen"):
+        return
+    st.session_state["vx.class.seen"] = now
+    if follow and state.view:
+        page = _follow(c["code"], state.view)
+        if page and page != f"pages/{_current_page()}.py":
+            st.switch_page(page)
+    st.rerun()  # the teacher's view, or the new question, drawn by a full run
+
+
+def _follow(code: str, v: dict) -> str | None:
+    """Take the teacher's view (each student keeps their own language), with the teacher's own photo
+    when the teacher shared it."""
+    v = {k: x for k, x in v.items() if k != "lang"}
+    if v.get("image") is None and v.get("digest") != st.session_state["vx.image"]["digest"]:
+        data = class_store().upload(code, str(v.get("digest")))
+        if data is not None and image_digest(data) == v["digest"]:
+            use_image(data, t("classroom.teacher_photo"))
+        else:
+            notify("info", "classroom.not_shared")
+    return apply_view(v)
+
+
+def class_state() -> classroom.ClassState | None:
+    c = my_class()
+    return c and _class_call(class_store().state, c["code"])
+
+
+def ask(template_id: str) -> None:
+    c, lv = my_class(), live()
+    q = classroom.questions.make(template_id, lv.trace, lv.card, model_id=lv.model_id, digest=lv.digest)
+    _class_call(class_store().ask, c["code"], c["token"], q.to_json())
+
+
+def reveal() -> None:
+    c = my_class()
+    _class_call(class_store().reveal, c["code"], c["token"])
+
+
+def class_answers(qid: str) -> list:
+    c = my_class()
+    return (c and _class_call(class_store().answers, c["code"], qid)) or []
+
+
+def my_answer(qid: str):
+    return st.session_state.get("vx.class.mine", {}).get(qid)
+
+
+def send_answer(q: classroom.questions.Question, qid: str, value) -> bool:
+    c = my_class()
+    try:
+        value = q.check(value)
+    except classroom.ClassroomError as err:
+        show_error(err)
+        return False
+    if not _class_call(class_store().answer, c["code"], c["student"], qid, value):
+        return False
+    st.session_state.setdefault("vx.class.mine", {})[qid] = value
+    return True
+
+
+def _clicked(q, qid: str, key: str) -> None:
+    points = st.session_state[key]["selection"]["points"]
+    cd = points[0].get("customdata") if points else None
+    if isinstance(cd, dict):  # the browser sends a list as {"0": r, "1": c}
+        cd = [cd[k] for k in sorted(cd, key=int)]
+    if cd:
+        send_answer(q, qid, cd[:2])
+
+
+def answer_form(q, qid: str, lv: Live) -> None:
+    """The widgets a student answers with: a click on the picture, one option, a number, an order."""
+    if q.kind == "patch":
+        if (lv.model_id, lv.digest) != (q.model, q.digest):
+            st.info(t("classroom.student.other_picture"))
+            return
+        mine, key = my_answer(qid), f"classroom.click.{qid}"
+        fig = viz.image_grid(lv.display, lv.trace.grid, lv.trace.shapes.P, selected=tuple(mine) if mine else None,
+                             hover=t("classroom.student.hover"), height=480)
+        st.plotly_chart(fig, key=key, on_select=functools.partial(_clicked, q, qid, key), selection_mode="points",
+                        config={"displayModeBar": False})
+        return
+    key = f"classroom.answer.{qid}"  # no form: ui.choice needs its callback, which a form does not allow
+    if q.kind == "choice":
+        st.session_state.setdefault(key, None)  # no option picked yet (ui.choice reads the key before it sets it)
+        value = choice(st.radio, t("classroom.student.choose"), q.options, dict(zip(q.options, q.labels[lang()])), key=key)
+    elif q.kind == "number":
+        value = st.number_input(t("classroom.student.number"), 0, classroom.questions.MAX_NUMBER, value=None, step=1,
+                                key=key)
+    else:  # a multiselect sends its labels back too: keyed by the language, a switch draws a fresh one
+        heads = {h: t("classroom.head", h=h) for h in q.options}
+        value = st.multiselect(t("classroom.student.order"), q.options, format_func=heads.get, key=f"{key}@{lang()}")
+    if st.button(t("classroom.student.send"), type="primary", key=f"{key}.send") and send_answer(q, qid, value):
+        st.rerun()  # draw the page again, the answer confirmed
+
+
+def show_tally(q, answers: list, revealed: bool, lv: Live) -> None:
+    """The class's answers: clicks over the picture (and, revealed, the model's own map beside them),
+    or a histogram of the answers (the model's answer highlighted once revealed)."""
+    tl = classroom.questions.tally(q, answers)
+    cols = st.columns(3)
+    cols[0].metric(t("classroom.tally.answers"), tl.n)
+    if revealed:
+        cols[1].metric(t("classroom.tally.correct"), f"{tl.share:.0%}")
+    if q.kind != "patch":
+        labels = [q.label(a, lang()) for a, _ in tl.bars]
+        best = next((i for i, (a, _) in enumerate(tl.bars) if q.correct(a)), None) if revealed else None
+        plot(viz.bars(labels, [n for _, n in tl.bars], highlight=best, text_format="{:.0f}",
+                      x_title=t("classroom.tally.students")), key="classroom.bars")
+        return
+    same = (lv.model_id, lv.digest) == (q.model, q.digest)
+    maps = [("clicks", tl.clicks, None)] + ([("model", np.reshape(q.truth, q.grid), tuple(q.answer))] if revealed else [])
+    for col, (name, values, mark) in zip(st.columns(2), maps):
+        title, bar = t(f"classroom.tally.{name}"), t(f"classroom.tally.{name}_bar")
+        fig = (viz.overlay(lv.display, values, lv.trace.shapes.P, colorbar_title=bar, title=title, zmin=0, selected=mark)
+               if same else viz.heatmap(values, colorbar_title=bar, title=title, square=True, marks=[mark] if mark else []))
+        if name == "clicks":  # counts: whole ticks, whole numbers on hover
+            fig.update_traces(colorbar_dtick=max(1, int(np.ceil(np.max(values) / 5))), hovertemplate="%{z:.0f}<extra></extra>",
+                              selector={"type": "heatmap"})
+        with col:
+            plot(fig, key=f"classroom.{name}")
+
+
+@st.fragment(run_every=TALLY_S)
+def live_answers(question: dict, qid: str, revealed: bool) -> None:
+    """The teacher's live count: who is in the class, and the answers so far."""
+    c = my_class()
+    if not c:
+        return
+    roster = _class_call(class_store().roster, c["code"]) or []
+    with st.expander(t("classroom.teacher.roster", n=len(roster))):
+        st.dataframe({t("classroom.teacher.name"): roster}, hide_index=True)  # cells are plain text
+    if question:
+        show_tally(classroom.questions.Question.from_json(question), class_answers(qid), revealed, live())
+
+
+# --- experiment pages
+
+@st.cache_resource(show_spinner=False)
+def fashion_mnist() -> dict:
+    """{"train": (images, labels), "test": (...)}: Fashion-MNIST read once per process and shared read-only.
+    Raises vit_core.data.DatasetMissingError when the Debian package is not installed."""
+    from vit_core.data import load_fashion_mnist
+
+    return {split: load_fashion_mnist(split) for split in ("train", "test")}

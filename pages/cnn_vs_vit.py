@@ -15,6 +15,7 @@ import torch
 import ui
 from vit_core import analysis, zoo
 from vit_core.card import Preprocess
+from vit_core.images import load_image
 from vit_core.cnn import layer_specs
 from vit_core.viz import reach as vz
 
@@ -29,15 +30,10 @@ X = r"\times"
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def sample_distances(model_id: str, names: tuple[str, ...]) -> np.ndarray:
-    """Mean attention distance (S, L, heads) over a fixed set of sample images, one image at a time."""
-    from vit_core.images import load_image
+    """Mean attention distance (S, L, heads) over a fixed set of sample images."""
     model, card = ui.load_model(model_id)
-    out = []
-    for name in names:
-        tr = model.trace(card.preprocess(load_image((ui.SAMPLES / name).read_bytes())))
-        out.append(analysis.mean_attention_distance(tr.attentions, tr.grid, tr.patch_size,
-                                                    num_prefix_tokens=tr.num_prefix_tokens)[0].cpu().numpy())
-    return np.stack(out)
+    images = [load_image((ui.SAMPLES / name).read_bytes()) for name in names]
+    return analysis.sample_attention_distances(model, card.preprocess, images).numpy()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -56,19 +52,9 @@ def vit_erfs(model_id: str, digest: str, _pixels, token: int, layers: tuple[int,
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cnn_erfs(cnn_id: str, digest: str, _image, centre: tuple[float, float]):
-    """Per conv layer of the CNN: (names, ERFs (n, H, W) divided by their max, cells, clipped RF boxes)."""
+def cnn_erfs(cnn_id: str, digest: str, _image, centre: tuple[float, float]) -> analysis.CnnErfs:
     cnn, card = ui.load_model(cnn_id)
-    pixels = card.preprocess(_image).to(next(cnn.parameters()).device)
-    H, W = pixels.shape[-2:]
-    fields = {f.name: f for f in analysis.receptive_field(layer_specs(card.config))}
-    with torch.no_grad():
-        names = [name for name, _ in cnn.features(pixels)]  # the conv layers, in order
-    y, x = centre[0] * H, centre[1] * W
-    cells = [(analysis.nearest_unit(y, fields[n], H)[0], analysis.nearest_unit(x, fields[n], W)[0]) for n in names]
-    boxes = [(analysis.rf_span(y, fields[n], H)[1:], analysis.rf_span(x, fields[n], W)[1:]) for n in names]
-    maps = [analysis.normalise_peak(m)[0].numpy() for m in analysis.cnn_erfs(cnn, pixels, dict(zip(names, cells))).cpu()]
-    return names, np.stack(maps), cells, boxes
+    return analysis.cnn_erf_layers(cnn, layer_specs(card.config), card.preprocess(_image), centre)
 
 
 def load_cnn():
@@ -287,7 +273,8 @@ with erf_cols[0]:
               f"{vit_frac[vit_layers.index(layer + 1)]:.1%}")
 if comparable:
     with st.spinner(t("cnn.erf.computing")):
-        cnames, cmaps, cells, boxes = cnn_erfs(cnn_id, lv.digest, ui.current_image(), centre)
+        ce = cnn_erfs(cnn_id, lv.digest, ui.current_image(), centre)
+    cnames, cmaps, cells, boxes = ce.names, ce.maps.numpy(), ce.cells, ce.boxes
     k = min(len(cnames), max(1, round((layer + 1) * len(cnames) / L))) - 1  # the CNN layer at the same depth
     cnn_frac = analysis.erf_fraction(torch.from_numpy(cmaps)).numpy()
     with erf_cols[1]:

@@ -33,11 +33,11 @@ similarity = analysis.pos_embed_similarity(tr.pos_embed, tr.grid, s.prefix)[cent
 cards = [
     ("pages/step1_patchify.py", viz.image_grid(lv.display, tr.grid, s.P)),
     ("pages/step2_project.py", viz.heatmap(tr.patches[0], colorbar_title=t("home.values"), diverging=True,
-                                           x_title=t("home.axis.ppc"), y_title=t("home.axis.patch"))),
+                                           x_title=t("home.axis.ppc"), y_title=t("home.axis.patch"), max_side=128)),
     ("pages/step3_position.py", viz.heatmap(similarity, colorbar_title=t("home.cosine"), zmin=-1, zmax=1,
                                             diverging=True, square=True, marks=[centre])),
     ("pages/step4_cls.py", viz.heatmap(tr.tokens[0], colorbar_title=t("home.values"), diverging=True,
-                                       x_title=t("home.axis.dim"), y_title=t("home.axis.token"))),
+                                       x_title=t("home.axis.dim"), y_title=t("home.axis.token"), max_side=128)),
     ("pages/step5_encoder.py", viz.overlay(lv.display, cls_attention, s.P, colorbar_title=t("home.attention"))),
     ("pages/step6_classify.py", viz.bars([names[i] for i in top.indices], top.values, highlight=0)),
 ]

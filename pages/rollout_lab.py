@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-import torch
 
 import ui
 from vit_core import analysis
@@ -21,15 +20,6 @@ p, h, w, P, N, T, L, H = s.prefix, s.h, s.w, s.P, s.N, s.T, s.L, s.heads
 names = lv.class_names()
 model_id, digest = lv.model_id, lv.digest
 st.info(t("rollout.upload_hint", name=ui.image_label(), classes=len(names)))
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def gradients(model_id: str, digest: str, class_index: int, _pixels: torch.Tensor) -> list[torch.Tensor]:
-    """d logit / d attention for every layer, once per (model, image, class); the model is not touched.
-    Called outside inference_mode: attention_gradients needs autograd."""
-    model, _ = ui.load_model(model_id)
-    _, grads = analysis.attention_gradients(model, _pixels, class_index)
-    return [g.cpu() for g in grads]
 
 
 # --- controls: rollout is cheap, so every change redraws at once
@@ -72,7 +62,7 @@ right.expander(t("rollout.gradient.more")).markdown(t("rollout.gradient.body", a
 grad_map = None
 try:
     with st.spinner(t("rollout.grad_spinner")):
-        grads = gradients(model_id, digest, cls, tr.pixels)
+        grads = ui.attention_gradients(lv, cls)
     R = analysis.gradient_rollout(tr.attentions, grads, start_layer=first - 1, end_layer=last)  # (1, T, T)
     grad_map = analysis.rollout_to_grid(R, tr.grid, p)[0]
     with left:
@@ -134,14 +124,10 @@ def request_check():
 st.button(t("rollout.faith.run", runs=2 * (steps + 1) * (1 + orders)), type="primary", key="rollout.run",
           on_click=request_check)
 if st.session_state.pop("rollout.pending", False):
-    def predict(batch):  # (n, C, H, W) -> class probabilities on the CPU, wherever the model runs
-        with torch.inference_mode():
-            return lv.model(batch.to(lv.model.device)).softmax(-1).cpu()
-
     try:
         with st.spinner(t("rollout.faith.spinner")):
-            result = analysis.faithfulness_check(predict, tr.pixels, scores, tr.grid, P, cls, steps=steps,
-                                                 random_orders=orders, batch_size=16 if T * T * H <= 2**16 else 8)
+            result = analysis.model_faithfulness(lv.model, tr.pixels, scores, tr.grid, P, cls, steps=steps,
+                                                 random_orders=orders)
         st.session_state["rollout.faith"] = (check, result)
     except Exception as err:  # noqa: BLE001 - the map and its controls stay usable
         ui.show_error(err)

@@ -19,41 +19,53 @@ st.latex(rf"N = \frac{{H \cdot W}}{{P^2}} = \frac{{{s.H} \cdot {s.W}}}{{{P}^2}} 
 st.markdown(t("step1.live", **s._asdict(), PPC=geo.patch_dim))
 st.caption(t("step1.b16", N=b16.num_patches, PPC=b16.patch_dim))
 
-left, right = st.columns([3, 2], gap="large")
-with left:
-    st.subheader(t("step1.grid.title"))
-    r, c = ui.patch_picker(tr)
-    ui.clickable_chart(viz.image_grid(lv.display, tr.grid, P, selected=(r, c), hover=t("step1.grid.hover"),
-                                      height=560), key="step1.grid", grid=tr.grid)
-with right:
-    st.subheader(t("step1.patch.title", r=r, c=c, P=P))
-    ui.plot(viz.image_grid(lv.display[r * P:(r + 1) * P, c * P:(c + 1) * P], height=220), key="step1.crop")
-    values = tr.pixels[0, :, r * P:(r + 1) * P, c * P:(c + 1) * P]  # (C, P, P): what the model receives
-    pre = lv.card.preprocess
-    lo = min((0 - m) / sd for m, sd in zip(pre.mean, pre.std))  # the range any normalised pixel can take,
-    hi = max((1 - m) / sd for m, sd in zip(pre.mean, pre.std))  # so every patch is drawn on one fixed scale
-    names = [t(f"step1.channel.{C}.{i}") for i in range(C)] if C in (1, 3) else [str(i) for i in range(C)]
-    ui.plot(vz.patch_pixels(values.numpy(), channel_titles=names, colorbar_title=t("step1.patch.colorbar"),
-                            zmin=lo, zmax=hi, hover=t("step1.patch.hover")), key="step1.pixels")
-    st.caption(t("step1.patch.caption", mean=", ".join(f"{m:g}" for m in pre.mean),
-                 std=", ".join(f"{sd:g}" for sd in pre.std)))
-    ui.show_tensor(t("step1.tensor.patch", r=r, c=c), values)
-ui.show_tensor(t("step1.tensor.pixels"), tr.pixels[0])
 
-st.subheader(t("step1.whatif.title"))
-st.markdown(t("step1.whatif.intro"))
-options = analysis.patch_size_options((s.H, s.W), P)
-labels = {p: t("step1.whatif.option", P=p) if p == P else str(p) for p in options}
-Q = ui.choice(st.select_slider, t("step1.whatif.label"), options, labels, key="vx.step1.whatif", default=P)
-alt = analysis.patch_geometry((s.H, s.W), Q, C, s.prefix)
-grid_col, numbers = st.columns([3, 2], gap="large")
-with grid_col:
-    ui.plot(viz.image_grid(lv.display, alt.grid, Q, height=480), key="step1.whatif.grid")
-with numbers:
-    for label, now, base in [("n", alt.num_patches, geo.num_patches), ("ppc", alt.patch_dim, geo.patch_dim),
-                             ("t", alt.tokens, geo.tokens), ("att", alt.attention_entries, geo.attention_entries)]:
-        st.metric(t(f"step1.whatif.{label}"), f"{now:,}", t("step1.whatif.delta", x=now / base, P=P),
-                  delta_color="off", delta_arrow="off")
-st.markdown(t("step1.whatif.cost", Q=Q, N=alt.num_patches, T=alt.tokens, T2=alt.attention_entries, P=P,
-              T0=geo.tokens, x=alt.attention_entries / geo.attention_entries))
-st.info(t("step1.whatif.trained", P=P))
+@ui.section
+def the_patch():  # the grid, one patch and its numbers: a click or a typed row / column reruns this alone
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.subheader(t("step1.grid.title"))
+        r, c = ui.patch_picker(tr)
+        ui.clickable_chart(viz.image_grid(lv.display, tr.grid, P, selected=(r, c), hover=t("step1.grid.hover"),
+                                          height=560), key="step1.grid", grid=tr.grid)
+    with right:
+        st.subheader(t("step1.patch.title", r=r, c=c, P=P))
+        ui.plot(viz.image_grid(lv.display[r * P:(r + 1) * P, c * P:(c + 1) * P], height=220), key="step1.crop")
+        values = tr.pixels[0, :, r * P:(r + 1) * P, c * P:(c + 1) * P]  # (C, P, P): what the model receives
+        pre = lv.card.preprocess
+        lo = min((0 - m) / sd for m, sd in zip(pre.mean, pre.std))  # the range any normalised pixel can take,
+        hi = max((1 - m) / sd for m, sd in zip(pre.mean, pre.std))  # so every patch is drawn on one fixed scale
+        names = [t(f"step1.channel.{C}.{i}") for i in range(C)] if C in (1, 3) else [str(i) for i in range(C)]
+        ui.plot(vz.patch_pixels(values.numpy(), channel_titles=names, colorbar_title=t("step1.patch.colorbar"),
+                                zmin=lo, zmax=hi, hover=t("step1.patch.hover")), key="step1.pixels")
+        st.caption(t("step1.patch.caption", mean=", ".join(f"{m:g}" for m in pre.mean),
+                     std=", ".join(f"{sd:g}" for sd in pre.std)))
+        ui.show_tensor(t("step1.tensor.patch", r=r, c=c), values)
+    ui.show_tensor(t("step1.tensor.pixels"), tr.pixels[0])
+
+
+the_patch()
+
+
+@ui.section
+def what_if():  # another patch size: its grid and what it costs
+    st.subheader(t("step1.whatif.title"))
+    st.markdown(t("step1.whatif.intro"))
+    options = analysis.patch_size_options((s.H, s.W), P)
+    labels = {p: t("step1.whatif.option", P=p) if p == P else str(p) for p in options}
+    Q = ui.choice(st.select_slider, t("step1.whatif.label"), options, labels, key="vx.step1.whatif", default=P)
+    alt = analysis.patch_geometry((s.H, s.W), Q, C, s.prefix)
+    grid_col, numbers = st.columns([3, 2], gap="large")
+    with grid_col:
+        ui.plot(viz.image_grid(lv.display, alt.grid, Q, height=480), key="step1.whatif.grid")
+    with numbers:
+        for label, now, base in [("n", alt.num_patches, geo.num_patches), ("ppc", alt.patch_dim, geo.patch_dim),
+                                 ("t", alt.tokens, geo.tokens), ("att", alt.attention_entries, geo.attention_entries)]:
+            st.metric(t(f"step1.whatif.{label}"), f"{now:,}", t("step1.whatif.delta", x=now / base, P=P),
+                      delta_color="off", delta_arrow="off")
+    st.markdown(t("step1.whatif.cost", Q=Q, N=alt.num_patches, T=alt.tokens, T2=alt.attention_entries, P=P,
+                  T0=geo.tokens, x=alt.attention_entries / geo.attention_entries))
+    st.info(t("step1.whatif.trained", P=P))
+
+
+what_if()

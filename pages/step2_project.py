@@ -2,7 +2,6 @@
 
 import numpy as np
 import streamlit as st
-import torch
 
 import ui
 from vit_core import analysis, viz
@@ -13,10 +12,8 @@ lv = ui.page("step2")
 tr = lv.trace
 s = tr.shapes
 P, N, D, PPC = s.P, s.N, s.D, s.P * s.P * s.C
-proj = lv.model.patch_embed.proj
-weight = proj.weight.detach().cpu().float()  # (D, C, P, P): the conv the model runs
-bias = proj.bias.detach().cpu().float() if proj.bias is not None else None
-E = weight.reshape(D, PPC).T  # (P²C, D): row i multiplies entry i of a flattened patch
+pj = analysis.patch_projection(lv.model, tr)
+weight, E = pj.weight, pj.E  # (D, C, P, P) the conv the model runs; (P²C, D) the same numbers as E
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -55,13 +52,12 @@ st.caption(ui.join(t("step2.E.caption"), t("step2.E.cut", rows=rows, cols=cols, 
 ui.show_tensor("E", E)
 
 st.subheader(t("step2.check.title"))
-diff = (analysis.linear_patch_embed(tr.pixels, weight, bias) - tr.patch_embeddings).abs().max().item()
+diff, tf32 = pj.diff, pj.tf32
 scale = tr.patch_embeddings.abs().max().item()
 st.metric(t("step2.check.metric"), f"{diff:.2e}", t("step2.check.relative", rel=diff / max(scale, 1e-12)),
           delta_color="off", delta_arrow="off")
 # float32 rounding is ~1e-6 of the output's size; a GPU conv in TF32 (PyTorch's default for cuDNN) keeps
 # only ~3 significant digits, so there the bar is 1e-2 of the size, and the page says why
-tf32 = lv.model.patch_embed.proj.weight.is_cuda and torch.backends.cudnn.allow_tf32
 ok = diff < (1e-2 if tf32 else 1e-4) * max(1.0, scale)
 (st.success if ok else st.warning)(t(f"step2.check.{'ok' if ok else 'bad'}", N=N, D=D, P=P))
 if tf32:

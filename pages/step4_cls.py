@@ -52,7 +52,7 @@ else:
 
 # --- the CLS vector itself: learned, the same for every image, until attention mixes the image in
 st.subheader(t("step4.cls.title", D=D))
-cls_in, cls_param = tr.prefix_tokens[0, 0], lv.model.cls_token.detach().cpu()[0, 0]
+cls_in, cls_param = tr.prefix_tokens[0, 0], analysis.cls_parameter(lv.model)
 rows = torch.stack([cls_in, z0[0], tr.hidden_states[-1][0, 0]])  # (3, D)
 st.markdown(t("step4.cls.text", diff=float((cls_in - cls_param).abs().max())))
 ui.plot(viz.heatmap(rows, colorbar_title=t("step4.value"), diverging=True, x_title=t("step4.axis.dim", D=D),

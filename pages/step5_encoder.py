@@ -27,61 +27,67 @@ st.latex(rf"A_h = \mathrm{{softmax}}\Big(\frac{{\overbrace{{Q_h}}^{{{T}{x}{hd}}}
 st.info(t("step5.cost", T=T, H=H, L=L, per_head=f"{cost['per_head']:,}", per_layer=f"{cost['per_layer']:,}",
           total=f"{cost['total']:,}", mult_adds=f"{cost['mult_adds']:,}"))
 
-layer, head = ui.layer_head_picker(L, H, key="enc")
-r, c = ui.patch_picker(tr)
-query = p + r * w + c  # token index of the selected patch
-lt = tr.layers[layer]
-A = tr.attentions[layer][0]  # (heads, T, T)
-where = dict(l=layer + 1, h=head + 1)
 
-# --- where the query patch and the CLS token look, in this layer and head
-left, right = st.columns(2)
-with left:
-    fig = viz.overlay(lv.display, A[head, query, p:].reshape(h, w), P, colorbar_title=t("step5.attention"), zmin=0,
-                      selected=(r, c), clickable=True, title=t("step5.fig.query", r=r, c=c, **where))
-    ui.clickable_chart(fig, key="step5.query", grid=tr.grid)
-    st.caption(t("step5.query.caption", prefix=float(A[head, query, :p].sum())))
-with right:
-    ui.plot(viz.overlay(lv.display, A[head, 0, p:].reshape(h, w), P, colorbar_title=t("step5.attention"), zmin=0,
-                        title=t("step5.fig.cls", **where)), key="step5.cls")
+@ui.section
+def attention():  # layer, head and query patch: changing one reruns this section alone
+    layer, head = ui.layer_head_picker(L, H, key="enc")
+    r, c = ui.patch_picker(tr)
+    query = p + r * w + c  # token index of the selected patch
+    lt = tr.layers[layer]
+    A = tr.attentions[layer][0]  # (heads, T, T)
+    where = dict(l=layer + 1, h=head + 1)
 
-# --- softmax(q·k/√d) for the selected query, in numbers, checked against the model's own weights
-st.subheader(t("step5.softmax.title"))
-st.latex(rf"a_j = \frac{{\exp(s_j)}}{{\sum_{{j'=1}}^{{{T}}} \exp(s_{{j'}})}}, \qquad"
-         rf" s_j = \frac{{q \cdot k_j}}{{\sqrt{{{hd}}}}}, \qquad q, k_j \in \mathbb{{R}}^{{{hd}}}")
-qa = analysis.query_attention(lt.q[0, head], lt.k[0, head], query)
-scores, weights = qa["scores"], qa["weights"]
-ui.plot(viz.heatmap(lt.q[0, head, query][None], colorbar_title=t("step5.value"), diverging=True, height=200,
-                    title=t("step5.fig.q", hd=hd, label=labels[query]), x_title=t("step5.axis.hd"), y=["q"]),
-        key="step5.q")
-bars = dict(labels=labels, x_title=t("step5.axis.key", last=T - 1), prefix=p, mark=query)
-left, right = st.columns(2)
-with left:
-    ui.plot(vz.key_bars(scores, y_title=t("step5.axis.score"), hover=t("step5.hover.score"),
-                        title=t("step5.fig.scores"), **bars), key="step5.scores")
-with right:
-    ui.plot(vz.key_bars(weights, y_title=t("step5.axis.weight"), hover=t("step5.hover.weight"),
-                        title=t("step5.fig.weights"), **bars), key="step5.weights")
-top = weights.topk(min(8, T)).indices
-st.dataframe(pd.DataFrame({t("step5.col.key"): [labels[j] for j in top], t("step5.col.score"): scores[top].numpy(),
-                           t("step5.col.weight"): weights[top].numpy()}), hide_index=True)
-st.success(t("step5.softmax.check", total=f"{float(weights.sum()):.6f}",
-             diff=f"{float((weights - A[head, query]).abs().max()):.1e}"))
+    # --- where the query patch and the CLS token look, in this layer and head
+    left, right = st.columns(2)
+    with left:
+        fig = viz.overlay(lv.display, A[head, query, p:].reshape(h, w), P, colorbar_title=t("step5.attention"), zmin=0,
+                          selected=(r, c), clickable=True, title=t("step5.fig.query", r=r, c=c, **where))
+        ui.clickable_chart(fig, key="step5.query", grid=tr.grid)
+        st.caption(t("step5.query.caption", prefix=float(A[head, query, :p].sum())))
+    with right:
+        ui.plot(viz.overlay(lv.display, A[head, 0, p:].reshape(h, w), P, colorbar_title=t("step5.attention"), zmin=0,
+                            title=t("step5.fig.cls", **where)), key="step5.cls")
 
-# --- Q, K, V of this head
-st.subheader(t("step5.qkv.title", T=T, hd=hd, **where))
-ui.plot(vz.qkv_heatmaps({"Q": lt.q[0, head], "K": lt.k[0, head], "V": lt.v[0, head]}, labels, prefix_rows=p,
-                        mark_row=query, colorbar_title=t("step5.value"), x_title=t("step5.axis.hd"),
-                        hover=t("step5.hover.token")), key="step5.qkv")
-for col, name, m in zip(st.columns(3), "QKV", (lt.q, lt.k, lt.v)):
-    with col:
-        ui.show_tensor(name, m[0, head])
+    # --- softmax(q·k/√d) for the selected query, in numbers, checked against the model's own weights
+    st.subheader(t("step5.softmax.title"))
+    st.latex(rf"a_j = \frac{{\exp(s_j)}}{{\sum_{{j'=1}}^{{{T}}} \exp(s_{{j'}})}}, \qquad"
+             rf" s_j = \frac{{q \cdot k_j}}{{\sqrt{{{hd}}}}}, \qquad q, k_j \in \mathbb{{R}}^{{{hd}}}")
+    qa = analysis.query_attention(lt.q[0, head], lt.k[0, head], query)
+    scores, weights = qa["scores"], qa["weights"]
+    ui.plot(viz.heatmap(lt.q[0, head, query][None], colorbar_title=t("step5.value"), diverging=True, height=200,
+                        title=t("step5.fig.q", hd=hd, label=labels[query]), x_title=t("step5.axis.hd"), y=["q"]),
+            key="step5.q")
+    bars = dict(labels=labels, x_title=t("step5.axis.key", last=T - 1), prefix=p, mark=query)
+    left, right = st.columns(2)
+    with left:
+        ui.plot(vz.key_bars(scores, y_title=t("step5.axis.score"), hover=t("step5.hover.score"),
+                            title=t("step5.fig.scores"), **bars), key="step5.scores")
+    with right:
+        ui.plot(vz.key_bars(weights, y_title=t("step5.axis.weight"), hover=t("step5.hover.weight"),
+                            title=t("step5.fig.weights"), **bars), key="step5.weights")
+    top = weights.topk(min(8, T)).indices
+    st.dataframe(pd.DataFrame({t("step5.col.key"): [labels[j] for j in top], t("step5.col.score"): scores[top].numpy(),
+                               t("step5.col.weight"): weights[top].numpy()}), hide_index=True)
+    st.success(t("step5.softmax.check", total=f"{float(weights.sum()):.6f}",
+                 diff=f"{float((weights - A[head, query]).abs().max()):.1e}"))
 
-# --- every head of the layer at a glance, one colour scale
-st.subheader(t("step5.heads.title", H=H, l=layer + 1))
-maps = A[:, query, p:].reshape(H, h, w)  # (heads, h, w)
-ui.plot(vz.map_grid(maps, [t("step5.heads.panel", h=i + 1) for i in range(H)], colorbar_title=t("step5.attention"),
-                    cols=6, mark=(r, c), hover=t("step5.hover.map")), key="step5.heads")
+    # --- Q, K, V of this head
+    st.subheader(t("step5.qkv.title", T=T, hd=hd, **where))
+    ui.plot(vz.qkv_heatmaps({"Q": lt.q[0, head], "K": lt.k[0, head], "V": lt.v[0, head]}, labels, prefix_rows=p,
+                            mark_row=query, colorbar_title=t("step5.value"), x_title=t("step5.axis.hd"),
+                            hover=t("step5.hover.token")), key="step5.qkv")
+    for col, name, m in zip(st.columns(3), "QKV", (lt.q, lt.k, lt.v)):
+        with col:
+            ui.show_tensor(name, m[0, head])
+
+    # --- every head of the layer at a glance, one colour scale
+    st.subheader(t("step5.heads.title", H=H, l=layer + 1))
+    maps = A[:, query, p:].reshape(H, h, w)  # (heads, h, w)
+    ui.plot(vz.map_grid(maps, [t("step5.heads.panel", h=i + 1) for i in range(H)], colorbar_title=t("step5.attention"),
+                        cols=6, mark=(r, c), hover=t("step5.hover.map")), key="step5.heads")
+
+
+attention()
 
 # --- the residual stream: what attention and the MLP write into it, layer by layer
 st.subheader(t("step5.residual.title"))

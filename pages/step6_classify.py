@@ -1,7 +1,6 @@
 """Step 6: the CLS token's final state -> LayerNorm -> linear head -> logits -> softmax -> top-k classes."""
 
 import streamlit as st
-import torch
 
 import ui
 from vit_core import analysis, viz
@@ -9,15 +8,12 @@ from vit_core.viz import encoder as vz
 
 t = ui.t
 lv = ui.page("step6", vit_only=True)
-tr, m = lv.trace, lv.model
-if not isinstance(m.head, torch.nn.Linear):  # num_classes = 0: a feature extractor has nothing to classify
+tr = lv.trace
+out = analysis.head_readout(lv.model, tr)
+if out is None:  # num_classes = 0: a feature extractor has nothing to classify
     st.info(t("step6.no_head"))
     st.stop()
-cpu = lambda x: x.detach().cpu()  # noqa: E731 - the model may sit on a GPU; the trace is on the CPU
-heads = [(cpu(m.head.weight), cpu(m.head.bias))]
-if len(tr.head_logits) == 2:  # DeiT: the distillation token has its own head
-    heads.append((cpu(m.head_dist.weight), cpu(m.head_dist.bias)))
-out = analysis.classify_readout(tr.hidden_states[-1], (cpu(m.norm.weight), cpu(m.norm.bias), m.norm.eps), heads)
+heads = out.heads
 D, K, L = tr.shapes.D, tr.logits.shape[-1], tr.shapes.L
 names = lv.class_names()
 x = r"\times"
@@ -70,6 +66,4 @@ if len(heads) == 2:
     ui.plot(vz.grouped_bars(top_names, series, x_title=t("step6.axis.logit")), key="step6.deit")
 
 # --- the check: the numbers above, recomputed from z_L and the model's own weights, equal the trace
-ln_diff = float((out["y"][0] - tr.final[0, :len(heads)]).abs().max())
-head_diff = float((out["logits"][0] - logits).abs().max())
-st.success(t("step6.check", ln=f"{ln_diff:.1e}", head=f"{head_diff:.1e}"))
+st.success(t("step6.check", ln=f"{out.ln_diff:.1e}", head=f"{out.head_diff:.1e}"))

@@ -4,15 +4,18 @@ import io
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from apptest import ROOT, RAW_KEY, assert_clean, choice, open_app, select_patch
 from vit_core.i18n import translate
 
 PAGES = ["pages/home.py", "pages/step1_patchify.py", "pages/step2_project.py", "pages/step3_position.py",
          "pages/step4_cls.py", "pages/step5_encoder.py", "pages/step6_classify.py", "pages/rollout_lab.py",
-         "pages/cnn_vs_vit.py"]
+         "pages/cnn_vs_vit.py", "pages/classroom.py", "pages/exp_position.py", "pages/exp_logit_lens.py",
+         "pages/exp_occlusion.py", "pages/exp_windows.py", "pages/exp_finetune.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = pytest.mark.slow
@@ -266,3 +269,58 @@ def test_a_label_instead_of_an_option_is_ignored():
     at.run()
     assert_clean(at)
     assert view(at) == before
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_tensor_table_is_built_only_while_its_expander_is_open(lang):
+    at = open_app(lang, "pages/step1_patchify.py")
+    assert_clean(at)
+    label = translate("step1.tensor.pixels", lang)
+    assert any(label in e.label for e in at.expander) and not at.dataframe  # closed: nothing built or sent
+    at.session_state[f"vx.tensor.{label}"] = True  # what a click on the expander does
+    at.run()
+    assert_clean(at)
+    (table,) = at.dataframe
+    from vit_core import zoo
+    from vit_core.images import load_image
+    _, card = zoo.load_model()
+    pixels = card.preprocess(load_image((ROOT / "assets" / "samples" / "fmnist_ankle_boot.png").read_bytes()))
+    np.testing.assert_allclose(table.value.to_numpy(), pixels[0, 0].numpy(), atol=1e-6)  # the model's input, 28×28
+
+
+def test_the_address_carries_the_view_and_a_new_session_reopens_it():
+    at = open_app("en", "pages/step1_patchify.py")
+    select_patch(at, 2, 5)
+    at.switch_page("pages/rollout_lab.py").run()
+    at.slider(key="vx.rollout.layer").set_value(4).run()
+    at.slider(key="rollout.discard").set_value(0.5).run()
+    choice(at, "radio", "rollout.fusion").set_value("max").run()
+    assert_clean(at)
+    q = dict(at.query_params)
+    q = {k: v[0] if isinstance(v, list) else v for k, v in q.items()}
+    assert (q["lang"], q["image"], q["patch"], q["layer"], q["rollout.discard"], q["rollout.fusion"]) == \
+        ("en", "fmnist_ankle_boot.png", "2,5", "4", "0.5", '"max"')
+
+    # a reconnect (another replica, a reload, a shared link) is a new session on the same address, in Chinese here
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    for k, v in (q | {"lang": "zh"}).items():
+        again.query_params[k] = v
+    again.run()
+    again.switch_page("pages/rollout_lab.py").run()
+    assert_clean(again)
+    s = again.session_state
+    assert (s["vx.lang"], s["vx.patch"], s["vx.layer"], s["rollout.discard"], s["rollout.fusion"]) == \
+        ("zh", (2, 5), 3, 0.5, "max")
+    assert again.slider(key="vx.rollout.layer").value == 4
+
+
+def test_an_address_naming_an_own_photo_asks_for_it_again_and_bad_values_are_ignored():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    for k, v in {"lang": "zh", "image": "upload", "patch": "99,-1", "layer": "x", "rollout.discard": "7",
+                 "model": "../../etc/passwd"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert_clean(at)
+    assert any(translate("app.image.upload_again", "zh") in e.value for e in at.info)
+    assert at.session_state["vx.image_source"] == "upload" and at.session_state["vx.patch"] is None
+    assert at.session_state["vx.layer"] == 0 and at.session_state["vx.model"] == "fmnist-vit"

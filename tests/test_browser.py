@@ -5,6 +5,7 @@ so the upload must persist across pages), checks that charts rendered and no err
 keeps a full-page screenshot of each under test-artifacts/browser/.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -24,7 +25,10 @@ PAGES = [  # (url path, translation area of the page, its navigation label)
     ("step2_project", "step2", "app.nav.step2"), ("step3_position", "step3", "app.nav.step3"),
     ("step4_cls", "step4", "app.nav.step4"), ("step5_encoder", "step5", "app.nav.step5"),
     ("step6_classify", "step6", "app.nav.step6"), ("rollout_lab", "rollout", "app.nav.rollout"),
-    ("cnn_vs_vit", "cnn", "app.nav.cnn"),
+    ("cnn_vs_vit", "cnn", "app.nav.cnn"), ("classroom", "classroom", "classroom.nav"),
+    ("exp_position", "exp.position", "exp.nav.position"), ("exp_logit_lens", "exp.lens", "exp.nav.lens"),
+    ("exp_occlusion", "exp.occlusion", "exp.nav.occlusion"), ("exp_windows", "exp.windows", "exp.nav.windows"),
+    ("exp_finetune", "exp.finetune", "exp.nav.finetune"),
 ]
 TIMEOUT_MS = int(os.environ.get("VX_BROWSER_TIMEOUT_MS", 180_000))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -50,13 +54,13 @@ def hub_cache(tmp_path_factory) -> Path:
     return root / "cache"
 
 
-@pytest.fixture(scope="module")
-def server(hub_cache):
+@contextlib.contextmanager
+def streamlit_server(env: dict, port: int | None = None):
+    """`streamlit run app.py` with `env` on `port` (a free one if None): yields its address; at the end
+    stops it and fails if its log holds a traceback."""
     if not shutil.which("chromium"):
         pytest.fail("Debian's chromium is not installed (apt-get install -y chromium)")
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
-    env.pop("VIT_EXPLORER_MODEL", None)  # the embedded default, as a fresh server has it
+    port = port or free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
                              "--server.headless", "true"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -77,6 +81,14 @@ def server(hub_cache):
         proc.kill()
         log = proc.communicate()[0]
     assert "Traceback" not in log, log[-4000:]
+
+
+@pytest.fixture(scope="module")
+def server(hub_cache):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
+    env.pop("VIT_EXPLORER_MODEL", None)  # the embedded default, as a fresh server has it
+    with streamlit_server(env) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

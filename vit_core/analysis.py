@@ -10,6 +10,7 @@ Shapes: B batch, L layers, H heads, T = prefix + N tokens, N = h·w patches.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -149,6 +150,19 @@ def attention_gradients(model, pixels: torch.Tensor, class_index) -> tuple[list[
     target = logits.gather(1, idx[:, None]).sum()  # images are independent, so one backward serves all
     gradients = torch.autograd.grad(target, trace.attentions)
     return [a.detach() for a in trace.attentions], [g.detach() for g in gradients]
+
+
+def model_faithfulness(model, pixels: torch.Tensor, scores, grid: tuple[int, int], patch_size: int,
+                       class_index: int, *, steps: int, random_orders: int) -> dict:
+    """faithfulness_check of a map for `model` itself: batches on the model's device (a batch of 8 or 16,
+    sized so its attention maps stay small), probabilities back on the CPU."""
+    def predict(batch):  # (n, C, H, W) -> class probabilities
+        with torch.inference_mode():
+            return model(batch.to(model.device)).softmax(-1).cpu()
+
+    T, H = grid[0] * grid[1] + model.cfg.num_prefix_tokens, model.cfg.num_heads
+    return faithfulness_check(predict, pixels, scores, grid, patch_size, class_index, steps=steps,
+                              random_orders=random_orders, batch_size=16 if T * T * H <= 2**16 else 8)
 
 
 # ----------------------------------------------------------------------------- how far attention reaches
@@ -446,6 +460,58 @@ def classify_readout(z_last: torch.Tensor, norm: tuple, heads: Sequence[tuple]) 
     return {"y": y, "head_logits": head_logits, "logits": logits, "probs": logits.softmax(-1)}
 
 
+@dataclass
+class HeadReadout:
+    """Step 6 from the model's own weights (all on the CPU), and how far it is from the trace."""
+
+    heads: list[tuple[torch.Tensor, torch.Tensor]]  # (W (classes, D), b (classes,)) per prefix token
+    y: torch.Tensor  # (B, heads, D) LN(z_L) of the prefix tokens
+    logits: torch.Tensor  # (B, classes)
+    ln_diff: float  # max |y - trace.final| over the prefix tokens
+    head_diff: float  # max |logits - trace.logits|
+
+
+def head_readout(model, trace) -> HeadReadout | None:
+    """classify_readout with the model's final LayerNorm and head(s); None for a model whose head is not
+    a linear layer (num_classes = 0: a feature extractor has nothing to classify)."""
+    if not isinstance(model.head, torch.nn.Linear):
+        return None
+    cpu = lambda x: x.detach().cpu()  # noqa: E731 - the model may sit on a GPU; the trace is on the CPU
+    heads = [(cpu(model.head.weight), cpu(model.head.bias))]
+    if len(trace.head_logits) == 2:  # DeiT: the distillation token has its own head
+        heads.append((cpu(model.head_dist.weight), cpu(model.head_dist.bias)))
+    norm = (cpu(model.norm.weight), cpu(model.norm.bias), model.norm.eps)
+    out = classify_readout(trace.hidden_states[-1], norm, heads)
+    return HeadReadout(heads=heads, y=out["y"], logits=out["logits"],
+                       ln_diff=float((out["y"][0] - trace.final[0, :len(heads)]).abs().max()),
+                       head_diff=float((out["logits"][0] - trace.logits[0]).abs().max()))
+
+
+@dataclass
+class Projection:
+    """Step 2: the patch embedding's conv as the matrix E of Eq. 1, and the check that it is the same map."""
+
+    weight: torch.Tensor  # (D, C, P, P) the conv the model runs, float32 on the CPU
+    bias: torch.Tensor | None  # (D,)
+    E: torch.Tensor  # (P²C, D): row i multiplies entry i of a flattened patch
+    diff: float  # max |X_p E + b - the trace's patch embeddings|
+    tf32: bool  # the model's conv ran in TF32 on a GPU (about 3 significant digits)
+
+
+def patch_projection(model, trace) -> Projection:
+    proj = model.patch_embed.proj
+    weight = proj.weight.detach().cpu().float()
+    bias = proj.bias.detach().cpu().float() if proj.bias is not None else None
+    diff = (linear_patch_embed(trace.pixels, weight, bias) - trace.patch_embeddings).abs().max().item()
+    return Projection(weight=weight, bias=bias, E=weight.reshape(weight.shape[0], -1).T, diff=diff,
+                      tf32=proj.weight.is_cuda and torch.backends.cudnn.allow_tf32)
+
+
+def cls_parameter(model) -> torch.Tensor:
+    """The learned CLS vector x_class (D,), the same for every image, on the CPU."""
+    return model.cls_token.detach().cpu()[0, 0]
+
+
 # --- steps 1-3 pages (patchify, flatten + project, position embedding)
 
 class PatchGeometry(NamedTuple):
@@ -617,6 +683,41 @@ def cnn_erfs(cnn, pixels: torch.Tensor, cells: dict[str, tuple[int, int]]) -> to
         return [maps[name] for name in names]
 
     return _erfs(outputs, pixels, lambda n, out: out[:, :, cells[names[n]][0], cells[names[n]][1]])
+
+
+def sample_attention_distances(model, preprocess, images: Sequence) -> torch.Tensor:
+    """Mean attention distance (S, L, heads) of `model` over S images (PIL), one trace at a time."""
+    out = []
+    for image in images:
+        tr = model.trace(preprocess(image))
+        out.append(mean_attention_distance(tr.attentions, tr.grid, tr.patch_size,
+                                           num_prefix_tokens=tr.num_prefix_tokens)[0].cpu())
+    return torch.stack(out)
+
+
+@dataclass
+class CnnErfs:
+    """The CNN's ERF at every conv layer for the unit nearest one image point (the CNN page, section 3)."""
+
+    names: list[str]  # the conv layers, in order
+    maps: torch.Tensor  # (n, H, W) each divided by its own maximum
+    cells: list[tuple[int, int]]  # the unit (i, j) of each layer's feature map nearest the point
+    boxes: list[tuple[tuple[int, int], tuple[int, int]]]  # its theoretical receptive field, clipped: (rows, cols)
+
+
+def cnn_erf_layers(cnn, specs: Sequence[tuple], pixels: torch.Tensor, centre: tuple[float, float]) -> CnnErfs:
+    """For the point `centre` (fractions of height and width): at every conv layer the nearest unit, its
+    theoretical field (from `specs`, cnn.layer_specs) and its ERF, all from one forward pass."""
+    pixels = pixels.to(next(cnn.parameters()).device)
+    H, W = pixels.shape[-2:]
+    fields = {f.name: f for f in receptive_field(specs)}
+    with torch.no_grad():
+        names = [name for name, _ in cnn.features(pixels)]
+    y, x = centre[0] * H, centre[1] * W
+    cells = [(nearest_unit(y, fields[n], H)[0], nearest_unit(x, fields[n], W)[0]) for n in names]
+    boxes = [(rf_span(y, fields[n], H)[1:], rf_span(x, fields[n], W)[1:]) for n in names]
+    maps = torch.stack([normalise_peak(m)[0] for m in cnn_erfs(cnn, pixels, dict(zip(names, cells))).cpu()])
+    return CnnErfs(names=names, maps=maps, cells=cells, boxes=boxes)
 
 
 def compare_data_efficiency(summary: dict, a: str = "vit", b: str = "cnn") -> list[dict]:

@@ -55,16 +55,17 @@ def placeholders(text: str) -> set[str]:
 
 
 class TranslatableError(Exception):
-    """Base of the engine's user-facing errors: `key` names the sentence the user reads, `detail` (a key
-    too) what exactly went wrong, which fills that sentence's {detail} blank; `params` fill both.
-    str() is the English detail, for logs and tests; `explain(err, lang)` is what the UI shows."""
+    """Base of every user-facing error (CheckpointError, HubError, ImageError, ClassroomError): `key` names
+    the sentence the user reads, `detail` (a key too, optional) what exactly went wrong, which fills that
+    sentence's {detail} blank; `params` fill both. str() is the English detail (or sentence), for logs and
+    tests; `explain(err, lang)` is what the UI shows."""
 
-    def __init__(self, key: str, detail: str, params: dict | None = None):
+    def __init__(self, key: str, detail: str | None = None, params: dict | None = None):
         super().__init__(key, detail, params)  # args = (key, detail, params): pickles and reconstructs
         self.key, self.detail, self.params = key, detail, dict(params or {})
 
     def __str__(self) -> str:
-        return translate(self.detail, "en", **self.params)
+        return translate(self.detail or self.key, "en", **self.params)
 
     def __reduce__(self):  # subclasses take other arguments: rebuild from the state, not through __init__
         return _restore, (type(self), self.__dict__)

@@ -29,6 +29,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from vit_core.i18n import TranslatableError
+
 # Importing a plugin registers its decoder. Doing it here for exactly the allowlisted formats means
 # Image.open(formats=[...]) finds them without running Pillow's lazy discovery from many threads.
 from PIL import (  # noqa: F401
@@ -111,7 +113,7 @@ MESSAGES = {
 ERROR_KEYS = tuple(MESSAGES)
 
 
-class ImageError(Exception):
+class ImageError(TranslatableError):
     """A user-facing reason an upload was refused: `.key` (message id) and `.params` (its blanks)."""
 
     KEYS = ERROR_KEYS
@@ -119,8 +121,7 @@ class ImageError(Exception):
     def __init__(self, key: str, params: dict | None = None):
         if key not in MESSAGES:
             raise ValueError(f"unknown image error key {key!r}")
-        self.key, self.params = key, dict(params or {})
-        super().__init__(key, self.params)  # args = (key, params): pickles and reconstructs as-is
+        super().__init__(key, None, params)
 
     def __str__(self) -> str:
         return MESSAGES[self.key].format(**self.params)

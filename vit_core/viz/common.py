@@ -132,12 +132,20 @@ def overlay(img: np.ndarray, values: np.ndarray, patch: int, *, colorbar_title: 
 def heatmap(values: np.ndarray, *, colorbar_title: str, title: str | None = None, diverging: bool = False,
             zmin: float | None = None, zmax: float | None = None, x_title: str | None = None,
             y_title: str | None = None, x: list | None = None, y: list | None = None, hover: str = "%{z:.3f}",
-            square: bool = False, height: int | None = None, marks: list[tuple[int, int]] = ()) -> go.Figure:
-    """A matrix as a heatmap (row 0 at the top). Signed data gets a diverging scale centred on zero."""
-    values = np.asarray(values, dtype=float)
+            square: bool = False, height: int | None = None, marks: list[tuple[int, int]] = (),
+            max_side: int | None = None) -> go.Figure:
+    """A matrix as a heatmap (row 0 at the top). Signed data gets a diverging scale centred on zero.
+
+    Values go to the browser as float32. `max_side` draws at most that many evenly spaced rows and
+    columns, labelled with their real indices (a preview of a 197×768 map needs no 151k cells)."""
+    values = np.asarray(values, dtype=np.float32)
     if diverging and zmin is None and zmax is None:
         zmax = float(np.abs(values).max()) or 1.0
         zmin = -zmax
+    if max_side and max(values.shape) > max_side and x is None and y is None:
+        kr, kc = (-(-n // max_side) for n in values.shape)  # ceil: the stride that fits
+        y, x = np.arange(0, values.shape[0], kr), np.arange(0, values.shape[1], kc)
+        values = values[::kr, ::kc]
     fig = go.Figure(go.Heatmap(z=values, x=x, y=y, colorscale=DIVERGING if diverging else SEQUENTIAL,
                                zmin=zmin, zmax=zmax, zmid=0 if diverging else None,
                                colorbar=colorbar(colorbar_title), hovertemplate=hover + "<extra></extra>"))
