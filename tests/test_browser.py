@@ -215,7 +215,10 @@ def test_switching_the_language_then_navigating(server, browser, with_upload_and
         sidebar.locator('input[type="file"]').set_input_files(str(PHOTO))
         sidebar.get_by_text(PHOTO.name).last.wait_for(timeout=60_000)
         wait_for_page(page, translate("home.title", "en"))
-    caption = sidebar.locator('[data-testid="stImageCaption"]').inner_text()
+    # the picture in use, as the sidebar names it in each language (a sample by its title, a photo by its file)
+    caption = {lang: PHOTO.name if with_upload_and_hub_model else translate("app.sample.fmnist_ankle_boot", lang)
+               for lang in ("en", "zh")}
+    model = {lang: translate(f"app.model.title.{ENTRY.id}", lang) for lang in ("en", "zh")}
     nav = sidebar.locator('[data-testid="stSidebarNav"]')
     # every page gets a switch then a click in the navigation; the two runs switch each page both ways
     langs = ["zh", "en"] if with_upload_and_hub_model else ["en", "zh"]
@@ -227,8 +230,8 @@ def test_switching_the_language_then_navigating(server, browser, with_upload_and
         nav.get_by_text(translate(next_key, lang), exact=True).click()  # where the stale label used to arrive
         wait_for_page(page, translate(f"{next_area}.title", lang))  # still in the language chosen
         assert_no_failure(page, f"{next_area} after switching to {lang} on {url}")
-        assert sidebar.locator('[data-testid="stImageCaption"]').inner_text() == caption, "the image is kept"
+        assert sidebar.locator('[data-testid="stImageCaption"]').inner_text() == caption[lang], "the image is kept"
         if with_upload_and_hub_model:
-            assert sidebar.get_by_text(ENTRY.title).count() >= 1, "the model is kept"
+            assert sidebar.get_by_text(model[lang]).count() >= 1, "the model is kept"
     page.screenshot(path=str(ARTIFACTS / f"language_switch_{int(with_upload_and_hub_model)}.png"))
     page.close()
