@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from apptest import assert_clean, choice, charts, live_trace, open_app, plotly_array, select_patch
-from vit_core import analysis
+from vit_core import analysis, viz
 from vit_core.analysis import (corresponding_cell, linear_patch_embed, patch_geometry, patch_size_options,
                                pos_embed_row, pos_embed_similarity)
 from vit_core.i18n import translate
@@ -292,3 +292,23 @@ def test_step3_page(lang, model_id):
     assert m[translate("step3.resample.n", lang)].value == f"{new_grid[0] * new_grid[1]:,}"
     assert m[translate("step3.resample.t", lang)].value == f"{new_grid[0] * new_grid[1] + prefix:,}"
     assert any(translate("step3.resample.cls", lang, prefix=prefix, diff=0.0) == md.value for md in at.markdown)
+
+
+def test_pictures_go_to_the_browser_as_compressed_images_of_the_same_pixels():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from vit_core.viz.common import image_uri
+    rng = np.random.default_rng(0)
+    small = (rng.random((28, 28)) > 0.5).astype(float)  # flat: PNG, lossless
+    fig = viz.image_grid(small, (7, 7), 4)
+    data = fig.to_plotly_json()["data"][0]
+    assert data["type"] == "image" and "z" not in data and data["source"].startswith("data:image/png;base64,")
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(data["source"].split(",", 1)[1]))))
+    np.testing.assert_array_equal(decoded[..., 0], (small * 255).astype(np.uint8))
+    assert (data["x0"], data["dx"], data["y0"], data["dy"]) == (0, 1, 0, 1)  # pixel (i, j) centred at (j, i)
+    photo = (np.add.outer(np.arange(224), np.arange(224)) % 256 / 255.0)[..., None].repeat(3, 2)
+    uri = image_uri(photo)
+    assert len(uri) < 224 * 224 * 3  # far smaller than one JSON number per value would be
