@@ -138,6 +138,7 @@ with st.sidebar:
     image_picker()
 
 st.session_state["vx.via_app"] = True  # see ui._through_app
+st.session_state["vx.full_run"] = True  # the address is written once, below (ui.section skips it)
 try:
     current.run()
 except Exception as err:  # noqa: BLE001 - the last net: a page failure is a message, never a traceback
@@ -145,4 +146,5 @@ except Exception as err:  # noqa: BLE001 - the last net: a page failure is a mes
     logging.getLogger("vit_explorer").exception("page %s failed", current.url_path)
     ui.show_error(err)
 finally:
+    st.session_state.pop("vx.full_run", None)
     ui.view_to_url()

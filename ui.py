@@ -381,11 +381,11 @@ def page_header(step: str) -> None:
 
 def show_tensor(label: str, tensor: torch.Tensor, *, max_rows: int = 64, max_cols: int = 64) -> None:
     """The raw numbers of a tensor in an expander, with its shape (large tensors are cut, and say so)."""
-    x = tensor.detach().float().cpu()
-    box = st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, x.shape))), key=f"vx.tensor.{label}",
-                      on_change="rerun")
+    box = st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, tensor.shape))),
+                      key=f"vx.tensor.{label}", on_change="rerun")
     if not box.open:  # the table is built (and sent) only while the reader looks at it
         return
+    x = tensor.detach().float().cpu()
     with box:
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[None]
         cut = x2[:max_rows, :max_cols]
@@ -447,7 +447,8 @@ def section(fn):
     @functools.wraps(fn)
     def run():
         fn()
-        view_to_url()  # a fragment's rerun does not reach the end of app.py
+        if not st.session_state.get("vx.full_run"):  # a fragment's own rerun does not reach the end of app.py
+            view_to_url()
 
     return run
 
@@ -632,6 +633,7 @@ def _json_or_none(text: str):
         return json.loads(text)
     except ValueError:
         return None
+
 
 # --- classroom mode: the store, the teacher's broadcast, the students' follow and answers
 

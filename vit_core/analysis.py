@@ -711,13 +711,26 @@ def cnn_erf_layers(cnn, specs: Sequence[tuple], pixels: torch.Tensor, centre: tu
     pixels = pixels.to(next(cnn.parameters()).device)
     H, W = pixels.shape[-2:]
     fields = {f.name: f for f in receptive_field(specs)}
-    with torch.no_grad():
-        names = [name for name, _ in cnn.features(pixels)]
     y, x = centre[0] * H, centre[1] * W
-    cells = [(nearest_unit(y, fields[n], H)[0], nearest_unit(x, fields[n], W)[0]) for n in names]
+
+    def cell(name: str) -> tuple[int, int]:
+        return nearest_unit(y, fields[name], H)[0], nearest_unit(x, fields[name], W)[0]
+
+    features = []  # (name, map) of the one forward pass: the layers are named by what it returns
+
+    def outputs(px):
+        features[:] = cnn.features(px)
+        return [f for _, f in features]
+
+    def pick(n: int, out: torch.Tensor) -> torch.Tensor:
+        i, j = cell(features[n][0])
+        return out[:, :, i, j]
+
+    grads = _erfs(outputs, pixels, pick)
+    names = [name for name, _ in features]
     boxes = [(rf_span(y, fields[n], H)[1:], rf_span(x, fields[n], W)[1:]) for n in names]
-    maps = torch.stack([normalise_peak(m)[0] for m in cnn_erfs(cnn, pixels, dict(zip(names, cells))).cpu()])
-    return CnnErfs(names=names, maps=maps, cells=cells, boxes=boxes)
+    maps = torch.stack([normalise_peak(m)[0] for m in grads.cpu()])
+    return CnnErfs(names=names, maps=maps, cells=[cell(n) for n in names], boxes=boxes)
 
 
 def compare_data_efficiency(summary: dict, a: str = "vit", b: str = "cnn") -> list[dict]:
