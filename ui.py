@@ -379,13 +379,13 @@ def page_header(step: str) -> None:
     st.markdown(t(f"{step}.why"))
 
 
-def show_tensor(label: str, tensor: torch.Tensor, *, max_rows: int = 64, max_cols: int = 64) -> None:
-    """The raw numbers of a tensor in an expander, with its shape (large tensors are cut, and say so)."""
+def show_tensor(label: str, tensor, *, max_rows: int = 64, max_cols: int = 64) -> None:
+    """The raw numbers of a tensor (or array) in an expander, with its shape (large ones are cut, and say so)."""
     box = st.expander(t("app.tensor.show", name=label, shape=" × ".join(map(str, tensor.shape))),
                       key=f"vx.tensor.{label}", on_change="rerun")
     if not box.open:  # the table is built (and sent) only while the reader looks at it
         return
-    x = tensor.detach().float().cpu()
+    x = torch.as_tensor(tensor).detach().float().cpu()
     with box:
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[None]
         cut = x2[:max_rows, :max_cols]

@@ -10,7 +10,6 @@ import os
 
 import numpy as np
 import streamlit as st
-import torch
 
 import ui
 from vit_core import analysis, zoo
@@ -245,7 +244,7 @@ measured = t("cnn.dist.measured", set=labels["average"] if avg is not None else 
              a=d[0].min(), b=d[0].max(), pa=d[0].min() / ceiling, pb=d[0].max() / ceiling,
              c=d[-1].min(), e=d[-1].max(), ceiling=ceiling)
 st.markdown(join(measured, t(f"cnn.dist.trend.{trend}", m0=m0, m1=m1, L=L)))
-ui.show_tensor(t("cnn.dist.tensor"), torch.from_numpy(cur))
+ui.show_tensor(t("cnn.dist.tensor"), cur)
 
 # 3 · effective receptive field --------------------------------------------------------------------
 st.header(t("cnn.erf.header"))
@@ -261,7 +260,7 @@ vit_layers = tuple(range(1, L + 1)) if comparable else (layer + 1,)
 with st.spinner(t("cnn.erf.computing")):
     vmaps = vit_erfs(lv.model_id, lv.digest, tr.pixels, prefix + r * w + c, vit_layers)
 vit_map = vmaps[vit_layers.index(layer + 1)]
-vit_frac = analysis.erf_fraction(torch.from_numpy(vmaps)).numpy()
+vit_frac = analysis.erf_fraction(vmaps).numpy()
 patch_vit = ((r * P, (r + 1) * P), (c * P, (c + 1) * P))
 hover = t("cnn.erf.hover")
 reached = analysis.ERF_THRESHOLD  # the share of the peak gradient that counts as reached
@@ -276,7 +275,7 @@ if comparable:
         ce = cnn_erfs(cnn_id, lv.digest, ui.current_image(), centre)
     cnames, cmaps, cells, boxes = ce.names, ce.maps.numpy(), ce.cells, ce.boxes
     k = min(len(cnames), max(1, round((layer + 1) * len(cnames) / L))) - 1  # the CNN layer at the same depth
-    cnn_frac = analysis.erf_fraction(torch.from_numpy(cmaps)).numpy()
+    cnn_frac = analysis.erf_fraction(cmaps).numpy()
     with erf_cols[1]:
         title = t("cnn.erf.cnn_title", layer=cnames[k], i=cells[k][0], j=cells[k][1])
         ui.plot(vz.erf_map(cnn_view, cmaps[k], patch_box=patch_vit, rf_box=boxes[k], hover=hover,
@@ -291,7 +290,7 @@ if comparable:
                   vit0=vit_frac[0], cnn0=cnn_frac[0], last=cnames[-1], vitL=vit_frac[-1], cnnL=cnn_frac[-1], L=L))
 else:
     erf_cols[1].info(t("cnn.erf.other_model" if cnn_card else "cnn.erf.no_cnn"))
-ui.show_tensor(t("cnn.erf.tensor"), torch.from_numpy(vit_map))
+ui.show_tensor(t("cnn.erf.tensor"), vit_map)
 
 # 4 · data efficiency ------------------------------------------------------------------------------
 st.header(t("cnn.de.header"))

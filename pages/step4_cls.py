@@ -2,7 +2,6 @@
 
 import numpy as np
 import streamlit as st
-import torch
 
 import ui
 from vit_core import analysis, viz
@@ -23,10 +22,8 @@ if p == 2:
     st.info(t("step4.deit"))
 
 # --- the sequence, built in three steps on one colour scale
-patches = tr.patch_embeddings[0]  # (N, D)
-sequence = torch.cat([tr.prefix_tokens[0], patches])  # (T, D): [CLS; (DIST;) x_p E]
-pos, z0 = tr.pos_embed[0], tr.tokens[0]  # (T, D) each
-zmax = float(torch.stack([sequence.abs().max(), pos.abs().max(), z0.abs().max()]).max())
+seq = analysis.token_sequence(lv.model, tr)
+patches, sequence, pos, z0, zmax = tr.patch_embeddings[0], seq.sequence, seq.pos, seq.z0, seq.zmax  # (·, D) each
 st.subheader(t("step4.build.title"))
 stages = {s: t(f"step4.stage.{s}") for s in (1, 2, 3)}
 stage = ui.choice(st.segmented_control, t("step4.stage.label"), stages, stages, key="step4.stage", default=1)
@@ -42,7 +39,7 @@ elif stage == 2:
             key="step4.seq")
     ui.show_tensor(t("step4.tensor.sequence"), sequence)
 else:
-    st.caption(t("step4.stage.3.caption", T=T, D=D, diff=float((sequence + pos - z0).abs().max())))
+    st.caption(t("step4.stage.3.caption", T=T, D=D, diff=seq.build_diff))
     left, right = st.columns(2)
     with left:
         ui.plot(vz.token_heatmap(pos, labels, prefix_rows=p, title=t("step4.fig.pos", T=T, D=D), **heat), key="step4.pos")
@@ -52,13 +49,11 @@ else:
 
 # --- the CLS vector itself: learned, the same for every image, until attention mixes the image in
 st.subheader(t("step4.cls.title", D=D))
-cls_in, cls_param = tr.prefix_tokens[0, 0], analysis.cls_parameter(lv.model)
-rows = torch.stack([cls_in, z0[0], tr.hidden_states[-1][0, 0]])  # (3, D)
-st.markdown(t("step4.cls.text", diff=float((cls_in - cls_param).abs().max())))
-ui.plot(viz.heatmap(rows, colorbar_title=t("step4.value"), diverging=True, x_title=t("step4.axis.dim", D=D),
+st.markdown(t("step4.cls.text", diff=seq.cls_diff))
+ui.plot(viz.heatmap(seq.cls_rows, colorbar_title=t("step4.value"), diverging=True, x_title=t("step4.axis.dim", D=D),
                     y=[t("step4.cls.row.param"), t("step4.cls.row.z0"), t("step4.cls.row.final", L=L)],
                     hover=t("step4.hover.vector"), height=260), key="step4.cls")
-ui.show_tensor(t("step4.tensor.cls"), cls_in)
+ui.show_tensor(t("step4.tensor.cls"), seq.cls_rows[0])
 
 # --- how the CLS token changes through the layers
 st.subheader(t("step4.layers.title"))

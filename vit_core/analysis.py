@@ -507,9 +507,29 @@ def patch_projection(model, trace) -> Projection:
                       tf32=proj.weight.is_cuda and torch.backends.cudnn.allow_tf32)
 
 
-def cls_parameter(model) -> torch.Tensor:
-    """The learned CLS vector x_class (D,), the same for every image, on the CPU."""
-    return model.cls_token.detach().cpu()[0, 0]
+@dataclass
+class TokenSequence:
+    """Step 4: the encoder input z0 built from its parts (Eq. 1), and the CLS vector along the way."""
+
+    sequence: torch.Tensor  # (T, D) [CLS; (DIST;) x_p E] before E_pos
+    pos: torch.Tensor  # (T, D) E_pos as added
+    z0: torch.Tensor  # (T, D) sequence + E_pos
+    zmax: float  # the largest |value| of the three: one colour scale for all
+    build_diff: float  # max |sequence + E_pos - z0|
+    cls_rows: torch.Tensor  # (3, D) the CLS token as it enters, in z0, and after the last block
+    cls_diff: float  # max |the CLS token in the trace - the model's learned x_class|
+
+
+def token_sequence(model, trace) -> TokenSequence:
+    """Step 4's numbers for image 0 of `trace`, the CLS parameter read from `model` (on the CPU)."""
+    sequence = torch.cat([trace.prefix_tokens[0], trace.patch_embeddings[0]])
+    pos, z0 = trace.pos_embed[0], trace.tokens[0]
+    cls_in = trace.prefix_tokens[0, 0]
+    return TokenSequence(sequence=sequence, pos=pos, z0=z0,
+                         zmax=float(max(sequence.abs().max(), pos.abs().max(), z0.abs().max())),
+                         build_diff=float((sequence + pos - z0).abs().max()),
+                         cls_rows=torch.stack([cls_in, z0[0], trace.hidden_states[-1][0, 0]]),
+                         cls_diff=float((cls_in - model.cls_token.detach().cpu()[0, 0]).abs().max()))
 
 
 # --- steps 1-3 pages (patchify, flatten + project, position embedding)
@@ -637,10 +657,10 @@ def normalise_peak(erf: torch.Tensor) -> torch.Tensor:
 ERF_THRESHOLD = 0.01  # a pixel "is reached" when its gradient is above this share of the map's peak
 
 
-def erf_fraction(erf: torch.Tensor, threshold: float = ERF_THRESHOLD) -> torch.Tensor:
+def erf_fraction(erf, threshold: float = ERF_THRESHOLD) -> torch.Tensor:
     """Fraction of the input pixels whose gradient is above `threshold` × the map's max: (B, H, W) -> (B,).
-    An all-zero map reaches nothing (0)."""
-    return (normalise_peak(erf) > threshold).flatten(1).float().mean(1)
+    An all-zero map reaches nothing (0). `erf`: a tensor or an array."""
+    return (normalise_peak(torch.as_tensor(erf)) > threshold).flatten(1).float().mean(1)
 
 
 def vit_erf(model, pixels: torch.Tensor, layer: int, token: int) -> torch.Tensor:
