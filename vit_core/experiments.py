@@ -599,7 +599,7 @@ def train_from_scratch(data: FewShotSet, *, steps: int = 100, batch_size: int = 
         model = train.build_model("vit", cfg)
     batch = min(batch_size, len(data.train_images))
     recipe = {k: v for k, v in train.RECIPE.items() if k != "batch_size"}
-    on_pass = (lambda step, loss, s: progress(step / steps)) if progress else None
+    on_pass = (lambda step, loss, s, snapshot: progress(step / steps)) if progress else None
     result = train.fit(model, data.train_images, data.train_labels, steps=steps, seed=seed, mean=mean, std=std,
                        batch_size=batch, progress=False, on_epoch=on_pass, **recipe)
     acc = lambda x, y: train.evaluate(model, x, y, mean, std)[0]  # noqa: E731

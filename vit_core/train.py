@@ -106,18 +106,37 @@ def to_input(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return ((images.float() / 255.0 - mean) / std).unsqueeze(1)
 
 
-def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator):
-    """`steps` batches from an endless stream of shuffled passes over n examples.
+class BatchStream:
+    """Batches from an endless stream of shuffled passes over n examples.
 
     Batches run across pass boundaries, so every example is seen equally often and a fixed number of
-    steps means the same amount of compute whatever n is (the data-efficiency rule).
+    steps means the same amount of compute whatever n is. `state()` / `load()` save and restore where
+    the stream is, so a resumed run draws exactly the batches it would have drawn.
     """
-    stream = torch.empty(0, dtype=torch.long)
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.batch_size, self.gen = n, batch_size, gen
+        self.left = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> torch.Tensor:
+        while len(self.left) < self.batch_size:
+            self.left = torch.cat([self.left, torch.randperm(self.n, generator=self.gen)])
+        batch, self.left = self.left[:self.batch_size], self.left[self.batch_size:]
+        return batch
+
+    def state(self) -> dict:
+        return {"gen": self.gen.get_state(), "left": self.left.clone()}
+
+    def load(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.left = state["left"]
+
+
+def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator):
+    """`steps` batches of a BatchStream."""
+    stream = BatchStream(n, batch_size, gen)
     for _ in range(steps):
-        while len(stream) < batch_size:
-            stream = torch.cat([stream, torch.randperm(n, generator=gen)])
-        yield stream[:batch_size]
-        stream = stream[batch_size:]
+        yield stream.next()
 
 
 def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
@@ -164,44 +183,64 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean:
 def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int, seed: int,
         mean: float, std: float, batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.05,
         warmup_frac: float = 0.05, label_smoothing: float = 0.1, crop_pad: int = 2, hflip: bool = True,
-        on_epoch=None, progress: bool = True, desc: str = "train") -> dict:
+        on_epoch=None, every: int | None = None, resume: dict | None = None, progress: bool = True,
+        desc: str = "train") -> dict:
     """Train `model` in place for `steps` optimizer steps on uint8 images (N, H, W).
 
-    `on_epoch(step, mean training loss of the pass, seconds so far)` is called after every full pass
-    over the data (for validation and logging); its time is not counted in "wall_s", the training time.
-    Returns {"losses": per-step training loss, "wall_s", "cpu_s", "images_per_s"}.
+    `on_epoch(step, mean training loss since the last call, seconds so far, snapshot)` is called every
+    `every` steps (default: after every full pass over the data) and at the end, for validation and
+    logging; its time is not counted in "wall_s", the training time. `snapshot()` returns everything a
+    later `fit(..., resume=snapshot)` needs to go on exactly where this run is (model, optimizer, data
+    stream, step, clocks). If on_epoch returns True the run stops there (early stopping).
+    Returns {"losses": per-step training loss of this call, "wall_s", "cpu_s", "images_per_s", "steps"}.
     """
-    gen = torch.Generator().manual_seed(seed)
+    stream = BatchStream(len(images), batch_size, torch.Generator().manual_seed(seed))
     opt = make_optimizer(model, lr, weight_decay)
     warmup = max(1, round(warmup_frac * steps))
-    steps_per_pass = max(1, round(len(images) / batch_size))
+    every = every or max(1, round(len(images) / batch_size))
+    first, done_wall, done_cpu = 0, 0.0, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        stream.load(resume["stream"])
+        first, done_wall, done_cpu = resume["step"], resume["wall_s"], resume["cpu_s"]
     losses, smooth = [], None
-    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, dynamic_ncols=True,
+    bar = tqdm(total=steps, initial=first, desc=desc, unit="step", disable=not progress, dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     model.train()
     start, paused, cpu_paused = time.perf_counter(), 0.0, 0.0  # paused: time spent in on_epoch, not training
     cpu_start = time.process_time()  # CPU seconds: a fairer measure than wall time on a shared machine
-    for step, idx in enumerate(batch_indices(len(images), batch_size, steps, gen)):
+    clocks = lambda: (done_wall + time.perf_counter() - start - paused,  # noqa: E731
+                      done_cpu + time.process_time() - cpu_start - cpu_paused)
+    step, since = first, 0
+    while step < steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, warmup, lr)
-        x = to_input(augment(images[idx], gen, crop_pad, hflip), mean, std)  # (B, 1, H, W)
+        idx = stream.next()
+        x = to_input(augment(images[idx], gen=stream.gen, pad=crop_pad, hflip=hflip), mean, std)  # (B, 1, H, W)
         loss = F.cross_entropy(model(x), labels[idx], label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        step, since = step + 1, since + 1
         smooth = losses[-1] if smooth is None else 0.98 * smooth + 0.02 * losses[-1]
-        elapsed = time.perf_counter() - start - paused
         bar.update()
-        bar.set_postfix(loss=f"{smooth:.3f}", img_s=f"{(step + 1) * batch_size / elapsed:.0f}", refresh=False)
-        if on_epoch is not None and ((step + 1) % steps_per_pass == 0 or step + 1 == steps):
+        bar.set_postfix(loss=f"{smooth:.3f}", img_s=f"{since * batch_size / max(1e-9, clocks()[0] - done_wall):.0f}",
+                        refresh=False)
+        if on_epoch is not None and (step % every == 0 or step == steps):
             t, c = time.perf_counter(), time.process_time()
-            on_epoch(step + 1, float(np.mean(losses[-steps_per_pass:])), elapsed)
+            wall, cpu = clocks()
+            snapshot = lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(),  # noqa: E731
+                                "stream": stream.state(), "step": step, "wall_s": wall, "cpu_s": cpu}
+            stop = on_epoch(step, float(np.mean(losses[-min(every, len(losses)):])), wall, snapshot)
             paused, cpu_paused = paused + time.perf_counter() - t, cpu_paused + time.process_time() - c
+            if stop:
+                break
     bar.close()
-    wall = time.perf_counter() - start - paused
-    return {"losses": losses, "wall_s": wall, "cpu_s": time.process_time() - cpu_start - cpu_paused,
-            "images_per_s": steps * batch_size / wall}
+    wall, cpu = clocks()
+    return {"losses": losses, "wall_s": wall, "cpu_s": cpu, "steps": step,
+            "images_per_s": (step - first) * batch_size / max(1e-9, wall - done_wall)}
 
 
 # ----------------------------------------------------------------------------- the photo round trip
@@ -294,7 +333,7 @@ def train_model(args: argparse.Namespace, argv: list[str]) -> ModelCard:
 
     history = []
 
-    def on_epoch(step, train_loss, elapsed):
+    def on_epoch(step, train_loss, elapsed, snapshot):
         h = {"epoch": round(step * args.batch_size / len(x_train), 2), "step": step,
              "train_loss": round(train_loss, 4), "elapsed_s": round(elapsed, 1)}
         if len(x_val):

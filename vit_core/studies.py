@@ -1,0 +1,379 @@
+"""The seeds' claims, measured on Fashion-MNIST: data efficiency to convergence, position embeddings, patch size.
+
+    python -m vit_core.studies run --threads 1      # work through the plan; start it twice to use two cores
+    python -m vit_core.studies status               # what is done, what is left, CPU time so far
+
+Every run is one job of the plan below, trained with the embedded models' recipe (vit_core.train:
+RECIPE, AdamW + warmup/cosine, label smoothing, crop + flip). A job saves a checkpoint after every
+validation (at most 1/EVALS of its budget is lost to a crash or the end of a session) and resumes from
+it; two `run` processes share the plan through lock files, so each job runs once. A finished run is
+written to assets/experiments/<study>.json with its command, seed, wall and CPU time, machine and
+validation curve.
+
+The data (the same for every run): the embedded models' split of the 60,000 training images, a
+stratified 5,000 for validation (seed 0) and 55,000 to train on; smaller training sets are stratified
+subsets of those 55,000 drawn with the run's seed. Test accuracy is on all 10,000 test images, of the
+model at the end of its run. The embedded models are the 55,000-image seed-0 runs of the data-efficiency
+study (their cards hold their numbers).
+
+Budget and stopping rule: a run gets max(the embedded model's epochs, MIN_STEPS) optimizer steps of a
+cosine schedule, validated EVALS times; it stops early once validation accuracy has gained less than
+STOP_GAIN over the last STOP_WINDOW of its budget (checked from half-way). A run "converged" when
+its last STOP_WINDOW of steps gained less than STOP_GAIN: recorded per run, reported as measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vit_core import train
+from vit_core.data import load_fashion_mnist, split_train_val, stratified_subset
+from vit_core.model import ViT, count_parameters
+
+ROOT = train.ROOT
+OUT = ROOT / "assets" / "experiments"
+WORK = ROOT / ".cache" / "studies"  # checkpoints and locks of unfinished jobs (not in git)
+VAL_SIZE, VAL_SEED = 5000, 0  # the embedded models' validation split
+EPOCHS = {"vit": 30, "cnn": 8}  # the embedded models' budgets (their cards)
+MIN_STEPS = 1500  # small training sets: at least 192,000 images seen
+EVALS = 20
+STOP_GAIN, STOP_WINDOW = 0.002, 0.25
+SHORT_EPOCHS = 6  # the shortened schedule of the position-embedding and patch-size studies
+SIZES = (1000, 5000, 20000, 55000)
+KEEP = {"de-vit-1000-s0", "de-cnn-1000-s0", "pos-none-s0"}  # runs whose final weights are kept for re-evaluation
+
+STUDIES = {
+    "data_efficiency": "Test accuracy against the number of training images for the embedded ViT and CNN "
+                       "architectures, each trained until its validation accuracy stops improving.",
+    "position_embeddings": "The embedded ViT trained with learned 1-D position embeddings, with none, and with "
+                           "fixed 2-D sine-cosine ones, under one shortened schedule.",
+    "patch_size": "The embedded ViT cut into patches of 4, 7 and 14 pixels under the shortened schedule: "
+                  "accuracy, tokens, training and inference cost.",
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    study: str
+    name: str
+    model: str  # "vit" | "cnn"
+    train_size: int
+    seed: int
+    epochs: float | None = None  # None: max(EPOCHS[model], MIN_STEPS steps) and the stopping rule
+    pos: str = "learned"  # "learned" | "none" | "sincos2d"
+    patch: int = 4
+    config: dict = field(default_factory=dict)
+
+    def steps(self) -> int:
+        batches = self.train_size / train.RECIPE["batch_size"]
+        if self.epochs is not None:
+            return round(self.epochs * batches)
+        return max(MIN_STEPS, round(EPOCHS[self.model] * batches))
+
+
+def plan() -> list[Job]:
+    """Every job, most useful first: a whole first seed of each study before more seeds."""
+    full = SIZES[-1]
+
+    def de(model, size, seed):
+        return Job("data_efficiency", f"de-{model}-{size}-s{seed}", model, size, seed)
+
+    def pos(kind, seed):
+        return Job("position_embeddings", f"pos-{kind}-s{seed}", "vit", full, seed, SHORT_EPOCHS, pos=kind)
+
+    def patch(p, seed):
+        return Job("patch_size", f"patch-{p}-s{seed}", "vit", full, seed, SHORT_EPOCHS, patch=p,
+                   config={"patch_size": p})
+
+    small = SIZES[:-1]
+    jobs = [de(m, n, 0) for m in ("vit", "cnn") for n in small]
+    jobs += [pos(k, 0) for k in ("learned", "none", "sincos2d")]
+    jobs += [de(m, n, 1) for m in ("vit", "cnn") for n in small]
+    jobs += [pos(k, 1) for k in ("learned", "none", "sincos2d")]
+    jobs += [de(m, full, 1) for m in ("vit", "cnn")]  # seed 0 at 55k: the embedded models
+    jobs += [de(m, n, 2) for m in ("vit", "cnn") for n in small]
+    jobs += [patch(p, 0) for p in (7, 14)]  # P = 4 at seed 0: pos-learned-s0
+    return jobs
+
+
+# ----------------------------------------------------------------------------- position embeddings
+
+def sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings (grid_h·grid_w, dim): half the channels encode the row,
+    half the column, each as sin/cos at geometrically spaced frequencies (as in MAE and "Attention is
+    all you need")."""
+    if dim % 4:
+        raise ValueError(f"2-D sine-cosine embeddings need a width divisible by 4, not {dim}")
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                                torch.arange(grid[1], dtype=torch.float64), indexing="ij")
+    freq = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (dim/4,)
+
+    def encode(pos):
+        angles = pos.reshape(-1, 1) * freq  # (N, dim/4)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)  # (N, dim/2)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()  # (N, dim)
+
+
+def set_position_embeddings(model: ViT, kind: str) -> None:
+    """Replace learned position embeddings by fixed ones ("none": zeros, "sincos2d"), frozen."""
+    if kind == "learned":
+        return
+    pe = model.pos_embed.data
+    pe.zero_()
+    if kind == "sincos2d":
+        pe[0, model.cfg.num_prefix_tokens:] = sincos_2d(model.cfg.grid, model.cfg.embed_dim)
+    elif kind != "none":
+        raise ValueError(f"unknown position embeddings {kind!r}")
+    model.pos_embed.requires_grad_(False)
+
+
+def build(job: Job):
+    config = train.model_config(job.model, job.config or None)
+    torch.manual_seed(job.seed)
+    model = train.build_model(job.model, config)
+    if job.model == "vit":
+        set_position_embeddings(model, job.pos)
+    return model, config
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class Data:
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    mean: float
+    std: float
+
+    @classmethod
+    def load(cls, data_dir: str | None = None) -> "Data":
+        images, labels = load_fashion_mnist("train", data_dir)
+        tr, va = split_train_val(labels, VAL_SIZE, seed=VAL_SEED)
+        test_images, test_labels = load_fashion_mnist("test", data_dir)
+        mean, std = train.pixel_stats(images[tr])  # the embedded cards' normalisation (55,000 images)
+        return cls(images[tr], labels[tr], images[va], labels[va], test_images, test_labels, mean, std)
+
+    def subset(self, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = stratified_subset(self.train_labels, size, seed)
+        return self.train_images[idx], self.train_labels[idx]
+
+
+# ----------------------------------------------------------------------------- one job
+
+def should_stop(history: list[dict], step: int, total: int) -> bool:
+    """The stopping rule: from half-way, stop when the last STOP_WINDOW of the budget gained < STOP_GAIN."""
+    return step < total and step >= total / 2 and window_gain(history, step, total) < STOP_GAIN
+
+
+def window_gain(history: list[dict], step: int, total: int) -> float:
+    """Best validation accuracy within the last STOP_WINDOW·total steps minus the best before them."""
+    cut = step - STOP_WINDOW * total
+    before = [h["val_accuracy"] for h in history if h["step"] <= cut]
+    within = [h["val_accuracy"] for h in history if cut < h["step"] <= step]
+    return max(within) - max(before) if before and within else math.inf
+
+
+@torch.inference_mode()
+def inference_speed(model, images: torch.Tensor, mean: float, std: float, batch: int = 250) -> float:
+    """Test images per second through the model in eval mode (one thread's worth, batches of 250)."""
+    model.eval()
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        model(train.to_input(images[i:i + batch], mean, std))
+    return len(images) / (time.perf_counter() - start)
+
+
+def run_job(job: Job, data: Data, *, progress: bool = True, work: Path = WORK, log=print) -> dict:
+    """Train one job (resuming from its checkpoint if there is one) and return its record."""
+    x, y = data.subset(job.train_size, job.seed)
+    model, config = build(job)
+    steps = job.steps()
+    every = max(1, steps // EVALS)
+    ckpt = work / f"{job.name}.pt"
+    resume = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
+    history = resume["history"] if resume else []
+    if resume:
+        log(f"# {job.name}: resuming at step {resume['step']} of {steps}")
+    rule = job.epochs is None
+
+    def on_eval(step, train_loss, wall, snapshot):
+        acc, loss = train.evaluate(model, data.val_images, data.val_labels, data.mean, data.std)
+        history.append({"step": step, "epoch": round(step * train.RECIPE["batch_size"] / len(x), 2),
+                        "train_loss": round(train_loss, 4), "val_accuracy": round(acc, 4),
+                        "val_loss": round(loss, 4), "wall_s": round(wall, 1)})
+        state = {**snapshot(), "history": history}
+        torch.save(state, ckpt.with_suffix(".tmp"))
+        ckpt.with_suffix(".tmp").replace(ckpt)  # a crash mid-write keeps the previous checkpoint
+        return rule and should_stop(history, step, steps)
+
+    hyper = {k: v for k, v in train.RECIPE.items()}
+    result = train.fit(model, x, y, steps=steps, seed=job.seed, mean=data.mean, std=data.std, on_epoch=on_eval,
+                       every=every, resume=resume, progress=progress, desc=job.name, **hyper)
+    acc, loss = train.evaluate(model, data.test_images, data.test_labels, data.mean, data.std)
+    record = {
+        "job": job.name, "model": job.model, "train_size": len(x), "seed": job.seed,
+        "position_embeddings": job.pos if job.model == "vit" else None,
+        "patch_size": config.patch_size if job.model == "vit" else None,
+        "tokens": (config.grid[0] * config.grid[1] + 1) if job.model == "vit" else None,
+        "parameters": count_parameters(model),
+        "budget_steps": steps, "steps": result["steps"], "epochs": round(result["steps"] * hyper["batch_size"] / len(x), 2),
+        "stopped_early": result["steps"] < steps,
+        "last_window_gain": round(window_gain(history, result["steps"], steps), 4),
+        "converged": window_gain(history, result["steps"], steps) < STOP_GAIN,
+        "test_accuracy": round(acc, 4), "test_loss": round(loss, 4),
+        "final_val_accuracy": history[-1]["val_accuracy"],
+        "wall_time_s": round(result["wall_s"], 1), "cpu_time_s": round(result["cpu_s"], 1),
+        "train_images_per_s": round(result["steps"] * hyper["batch_size"] / result["wall_s"], 1),
+        "test_images_per_s": round(inference_speed(model, data.test_images, data.mean, data.std), 1),
+        "command": f"python -m vit_core.studies run  (job {job.name})", "machine": train.machine(),
+        "date": train.now(), "history": history,
+    }
+    if job.name in KEEP:
+        record["weights"] = train.save_weights(model, OUT / "weights" / job.name).name
+    return record
+
+
+# ----------------------------------------------------------------------------- results and locks
+
+def results_path(study: str, out: Path = OUT) -> Path:
+    return out / f"{study}.json"
+
+
+def load_results(study: str, out: Path = OUT) -> dict:
+    path = results_path(study, out)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": []}
+
+
+def save_record(job: Job, record: dict, out: Path = OUT, work: Path = WORK) -> None:
+    """Add one finished run to its study's file (read-modify-write under a lock: two workers share it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(work / "results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(job.study, out)
+        runs = [r for r in results["runs"] if r["job"] != job.name] + [record]
+        order = {j.name: i for i, j in enumerate(plan())}
+        runs.sort(key=lambda r: order.get(r["job"], len(order)))
+        results.update(description=STUDIES[job.study], rules=rules(), runs=runs,
+                       planned=[j.name for j in plan() if j.study == job.study])
+        tmp = results_path(job.study, out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(results_path(job.study, out))
+
+
+def rules() -> dict:
+    return {"recipe": train.RECIPE, "optimizer": "AdamW, linear warmup then cosine to 0",
+            "data": f"the embedded models' split: {VAL_SIZE} stratified validation images (seed {VAL_SEED}) out of "
+                    "the 60,000 training images, smaller sets stratified from the other 55,000 with the run's seed; "
+                    "test accuracy on all 10,000 test images, of the model at the end of its run",
+            "budget": f"max({EPOCHS} epochs, {MIN_STEPS} steps) for the data-efficiency study; {SHORT_EPOCHS} epochs "
+                      "on 55,000 images for the position-embedding and patch-size studies",
+            "stopping": f"validated {EVALS} times per run; a data-efficiency run stops early once the last "
+                        f"{STOP_WINDOW:.0%} of its budget gained less than {STOP_GAIN * 100:.1f} points of validation "
+                        "accuracy (checked from half-way); 'converged' records whether its last "
+                        f"{STOP_WINDOW:.0%} gained less than that",
+            "threads": "one torch thread per run; two runs at once on a 2-core machine"}
+
+
+def claim(job: Job, work: Path = WORK):
+    """A lock file for `job`, or None if another live process holds it."""
+    work.mkdir(parents=True, exist_ok=True)
+    lock = work / f"{job.name}.lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text() or 0)
+            os.kill(pid, 0)
+            return None  # a live worker has it
+        except (ValueError, ProcessLookupError, PermissionError):
+            lock.unlink(missing_ok=True)  # its worker died: take it over
+            return claim(job, work)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return lock
+
+
+def done_jobs(out: Path = OUT) -> set[str]:
+    return {r["job"] for s in STUDIES for r in load_results(s, out)["runs"]}
+
+
+def cpu_minutes_left(out: Path = OUT) -> float:
+    """An estimate of the plan's remaining CPU time from the images per second measured so far."""
+    runs = [r for s in STUDIES for r in load_results(s, out)["runs"]]
+    speed = {m: sum(r["train_images_per_s"] for r in runs if r["model"] == m and r["patch_size"] in (4, None))
+             / max(1, sum(1 for r in runs if r["model"] == m and r["patch_size"] in (4, None)))
+             for m in ("vit", "cnn")}
+    speed = {m: v or {"vit": 346.0, "cnn": 175.7}[m] for m, v in speed.items()}  # the embedded cards' speeds
+    done = done_jobs(out)
+    return sum(j.steps() * train.RECIPE["batch_size"] / speed[j.model] for j in plan() if j.name not in done) / 60
+
+
+def run(args) -> None:
+    torch.set_num_threads(args.threads)
+    data = Data.load(args.data_dir)
+    while True:
+        done = done_jobs()
+        todo = [j for j in plan() if j.name not in done and (not args.only or j.name.startswith(tuple(args.only)))]
+        lock = job = None
+        for job in todo:
+            if (lock := claim(job)) is not None:
+                break
+        if lock is None:
+            print("# nothing left to claim", flush=True)
+            return
+        try:
+            print(f"# [{len(done)}/{len(plan())} done] {job.name}: {job.steps()} steps; whole plan "
+                  f"≈ {cpu_minutes_left():.0f} CPU-minutes left", flush=True)
+            record = run_job(job, data, progress=not args.no_progress)
+            save_record(job, record)
+            (WORK / f"{job.name}.pt").unlink(missing_ok=True)
+            print(json.dumps({k: v for k, v in record.items() if k not in ("history", "machine")}), flush=True)
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+def status() -> None:
+    done = done_jobs()
+    for job in plan():
+        ckpt = WORK / f"{job.name}.pt"
+        state = "done" if job.name in done else (
+            f"at step {torch.load(ckpt, weights_only=True)['step']}/{job.steps()}" if ckpt.exists() else "to do")
+        print(f"{job.name:24s} {state}")
+    runs = [r for s in STUDIES for r in load_results(s)["runs"]]
+    print(f"# {len(done)}/{len(plan())} done, {sum(r['cpu_time_s'] for r in runs) / 3600:.2f} CPU-hours so far, "
+          f"≈ {cpu_minutes_left() / 60:.1f} CPU-hours left")
+
+
+def main(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(prog="python -m vit_core.studies", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="work through the plan (resumable; start twice for two cores)")
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--only", nargs="*", default=None, help="job name prefixes, e.g. pos- de-vit")
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--no-progress", action="store_true")
+    sub.add_parser("status", help="what is done and what is left")
+    args = p.parse_args(argv)
+    if args.command == "run":
+        run(args)
+    else:
+        status()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
