@@ -1,18 +1,18 @@
 """CNN vs ViT reach: how far a layer can see (receptive field), how far ViT heads do look (attention
 distance), where one output's gradient lands (ERF), and which model wins on how much data.
 
-The CNN and the data-efficiency runs are files another command makes; the state keys "cnn.model"
-and "cnn.de_json" (or the variables VIT_EXPLORER_CNN / VIT_EXPLORER_DATA_EFFICIENCY) point elsewhere.
+The CNN and the data-efficiency runs are files other commands make; the state keys "cnn.model"
+and "cnn.de_dir" (or the variables VIT_EXPLORER_CNN / VIT_EXPLORER_EXPERIMENTS) point elsewhere.
 """
 
-import json
 import os
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 import ui
-from vit_core import analysis, zoo
+from vit_core import analysis, claims
 from vit_core.card import Preprocess
 from vit_core.images import load_image
 from vit_core.cnn import layer_specs
@@ -20,7 +20,7 @@ from vit_core.viz import reach as vz
 
 t = ui.t
 CNN_ID = os.environ.get("VIT_EXPLORER_CNN", "fmnist-cnn")
-DE_JSON = os.environ.get("VIT_EXPLORER_DATA_EFFICIENCY", str(ui.ROOT / "assets" / "data_efficiency.json"))
+DE_DIR = os.environ.get("VIT_EXPLORER_EXPERIMENTS", str(claims.EXPERIMENTS))
 VIEW_224 = Preprocess(size=(224, 224), resize="shorter_crop", crop_pct=1.0)  # what ResNet-50 / VGG-16 see
 X = r"\times"
 
@@ -67,23 +67,16 @@ def load_cnn():
 
 
 def load_data_efficiency():
-    path = st.session_state.get("cnn.de_json", DE_JSON)
+    """The data-efficiency study so far (claims.data_efficiency), or None after a message."""
+    folder = Path(st.session_state.get("cnn.de_dir", DE_DIR))
     try:
-        de = json.loads(open(path, encoding="utf-8").read())
-        if not de.get("summary"):
-            from vit_core.train import summarize
-            de["summary"] = summarize(de["runs"])
-        rows = analysis.compare_data_efficiency(de["summary"])
+        de = claims.data_efficiency(folder)
+        rows = analysis.compare_data_efficiency(de.summary())
     except Exception:  # noqa: BLE001 - missing, half-written or malformed: a message instead of the section
-        st.warning(t("cnn.missing_de", path=path))
-        return None
-    if not rows:
-        st.warning(t("cnn.de.no_pairs", path=path))
+        st.warning(t("cnn.missing_de", path=folder / "data_efficiency.json"))
         return None
     return de, rows
 
-
-# ---------------------------------------------------------------- sentences built from the numbers
 
 def join(*sentences: str) -> str:
     return ("" if ui.lang() == "zh" else " ").join(sentences)  # Chinese puts no space between sentences
@@ -91,73 +84,6 @@ def join(*sentences: str) -> str:
 
 def model_name(key: str) -> str:
     return t(f"cnn.model.{key}")
-
-
-def verdict(rows: list[dict]) -> list[str]:
-    """What our data-efficiency runs show, as sentences: the pattern, each size, the gap, the claim."""
-    leaders = [r["leader"] for r in rows]
-    switch = [i for i in range(1, len(rows)) if leaders[i] != leaders[i - 1]]
-    if all(x == leaders[0] for x in leaders) and leaders[0]:
-        out = [t("cnn.de.pattern.all", model=model_name(leaders[0]), n=len(rows))]
-    elif len(switch) == 1 and None not in leaders:
-        i = switch[0]
-        out = [t("cnn.de.pattern.cross", first=model_name(leaders[0]), last=model_name(leaders[i]),
-                 n1=rows[i - 1]["size"], n2=rows[i]["size"])]
-    else:
-        out = [t("cnn.de.pattern.mixed")]
-    notes = [t("cnn.de.seeds." + ("one" if r["seeds"] == 1 else "clear" if r["clear"] else "overlap"), n=r["seeds"])
-             for r in rows]
-    shared = len(set(notes)) == 1  # the same note on every row is said once, after the pattern
-    if shared:
-        out[0] = join(out[0], notes[0])
-    for r, note in zip(rows, notes):
-        if r["leader"] is None:
-            out.append(t("cnn.de.row_tie", size=r["size"], acc=r["a"]))
-            continue
-        ahead, behind = (r["a"], r["b"]) if r["leader"] == "vit" else (r["b"], r["a"])
-        out.append(join(t("cnn.de.row", size=r["size"], model=model_name(r["leader"]), pts=100 * abs(r["diff"]),
-                     ahead=ahead, behind=behind), "" if shared else note))
-    if len(rows) > 1:
-        g0, g1 = -100 * rows[0]["diff"], -100 * rows[-1]["diff"]  # CNN minus ViT, in points
-        out.append(t("cnn.de.gap", g0=g0, g1=g1, n0=rows[0]["size"], n1=rows[-1]["size"]))
-        small = "yes" if rows[0]["leader"] == "cnn" else "no"
-        trend = "to_vit" if g1 < g0 - 0.1 else "to_cnn" if g1 > g0 + 0.1 else "flat"  # the claim expects "to_vit"
-        out.append(join(t(f"cnn.de.support.{small}", n=rows[0]["size"]), t(f"cnn.de.trend.{trend}")))
-    return out
-
-
-def fully_trained(de: dict, rows: list[dict]) -> str | None:
-    """The embedded ViT (the same architecture) trained to the end, from its card, beside what the budget reached."""
-    try:
-        card = json.loads(zoo.embedded_path("fmnist-vit").with_suffix(".json").read_text(encoding="utf-8"))["extra"]
-        vit = [r["a"] for r in rows]
-        return t("cnn.de.fully_trained", acc=card["test_accuracy"], steps=card["steps"], epochs=card["epochs"],
-                 train=card["train_size"], budget=de["rules"]["steps"], lo=min(vit), hi=max(vit))
-    except (OSError, KeyError, ValueError, TypeError):  # no card, or one without these facts: say nothing
-        return None
-
-
-def rules(de: dict) -> list[str]:
-    r, runs = de.get("rules", {}), de.get("runs", [])
-    out = []
-    if "steps" in r:
-        passes = [x["passes_over_data"] for x in runs if "passes_over_data" in x] or [0]
-        out.append(t("cnn.de.rule.budget", steps=r["steps"], batch=r.get("batch_size", "?"),
-                     pmin=min(passes), pmax=max(passes)))
-    if "lr" in r:
-        out.append(t("cnn.de.rule.optim", lr=r["lr"], wd=r.get("weight_decay", 0), warmup=r.get("warmup_frac", 0),
-                     ls=r.get("label_smoothing", 0)))
-    if "crop_pad" in r:
-        out.append(t("cnn.de.rule.augment." + ("flip" if r.get("hflip") else "noflip"), pad=r["crop_pad"]))
-    for key in ("subsets", "evaluation"):
-        if key in r:
-            out.append(t(f"cnn.de.rule.{key}"))
-    params = de.get("parameters", {})
-    if {"vit", "cnn"} <= params.keys():
-        out.append(t("cnn.de.rule.params", vit=params["vit"], cnn=params["cnn"]))
-    seeds = sorted({x["seed"] for x in runs})
-    out.append(t("cnn.de.rule.seeds", seeds=", ".join(map(str, seeds)), n=len(runs)))
-    return out
 
 
 # ---------------------------------------------------------------- the page
@@ -300,20 +226,35 @@ if loaded:
     de, rows = loaded
     legend = {"vit": model_name("vit"), "cnn": model_name("cnn"), "seed": t("cnn.de.hover.seed"),
               "mean": t("cnn.de.hover.mean")}
-    ui.plot(vz.data_efficiency(de["runs"], de["summary"], names=legend, title=t("cnn.de.title"),
+    ui.plot(vz.data_efficiency(de.runs, de.summary(), names=legend, title=t("cnn.de.title"),
                                x_title=t("cnn.de.x"), y_title=t("cnn.de.y")), key="cnn.de.fig")
+    g = de.gaps
+    ui.plot(vz.gap_by_size([x.size for x in g], [100 * x.mean for x in g], [100 * x.lo for x in g],
+                           [100 * x.hi for x in g], title=t("cnn.de.gap_title"), x_title=t("cnn.de.x"),
+                           y_title=t("cnn.de.gap_y"), hover=t("cnn.de.hover.gap")), key="cnn.de.gap")
+    cell = lambda m, n: t("cnn.de.col.range", mean=de.cells[m][n].mean, lo=de.cells[m][n].lo, hi=de.cells[m][n].hi)  # noqa: E731
     st.dataframe({t("cnn.de.col.size"): [f"{r['size']:,}" for r in rows],
-                  model_name("vit"): [f"{r['a']:.2%}" for r in rows],
-                  model_name("cnn"): [f"{r['b']:.2%}" for r in rows],
+                  model_name("vit"): [cell("vit", r["size"]) for r in rows],
+                  model_name("cnn"): [cell("cnn", r["size"]) for r in rows],
                   t("cnn.de.col.diff"): [f"{-100 * r['diff']:+.2f}" for r in rows],
-                  t("cnn.de.col.seeds"): [r["seeds"] for r in rows]}, hide_index=True)
-    st.subheader(t("cnn.de.ours", steps=de.get("rules", {}).get("steps", "?")))
-    said = verdict(rows) + [s for s in [fully_trained(de, rows)] if s]
+                  t("cnn.de.col.seeds"): [r["seeds"] for r in rows],
+                  t("cnn.de.col.cpu"): [f"{de.cpu_minutes('vit', r['size']):.0f} / {de.cpu_minutes('cnn', r['size']):.0f}"
+                                        for r in rows]}, hide_index=True)
+    st.subheader(t("cnn.de.ours"))
+    said = claims.de_verdict(rows, ui.lang())
     st.markdown("\n".join("- " + s for s in said))
     st.subheader(t("cnn.de.rules"))
-    st.markdown("\n".join("- " + s for s in rules(de)))
-    if de.get("command"):
-        st.code(de["command"], language="bash")
+    st.markdown("\n".join("- " + s for s in claims.de_rules(de, ui.lang())))
+    checks = claims.budget_checks(de)
+    if checks:
+        st.caption(t("cnn.de.check.title"))
+        st.dataframe({t("cnn.de.check.model"): [model_name(c["model"]) for c in checks],
+                      t("cnn.de.col.size"): [f"{c['size']:,}" for c in checks],
+                      **{t("cnn.de.check.scale", scale=k): [f"{c['val'][k]:.2%}" if k in c["val"] else "—" for c in checks]
+                         for k in claims.SCALES if any(k in c["val"] for c in checks)},
+                      t("cnn.de.check.chosen"): [t("cnn.de.check.scale", scale=c["chosen"]) if c["chosen"]
+                                                 else t("cnn.de.check.pending") for c in checks]}, hide_index=True)
+    st.code("python -m vit_core.studies run --threads 1   # twice, for two cores; resumable", language="bash")
 st.info(t("cnn.de.caveat"))
 
 # 5 · takeaways ------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The committed Fashion-MNIST models: they load from their files alone and do what their cards say."""
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -112,22 +111,3 @@ def test_a_dark_on_white_photo_becomes_the_training_image_again(arch, test_set):
     assert agree >= 0.95
 
 
-def test_data_efficiency_results_are_complete_and_consistent():
-    result = json.loads((ROOT / "assets" / "data_efficiency.json").read_text(encoding="utf-8"))
-    rules, runs = result["rules"], result["runs"]
-    assert result["command"].startswith("python -m vit_core.train data-efficiency")
-    sizes, seeds = [1000, 5000, 20000, 60000], sorted({r["seed"] for r in runs})
-    cells = {(r["model"], r["train_size"], r["seed"]) for r in runs}
-    assert cells == {(m, n, s) for m in ("vit", "cnn") for n in sizes for s in seeds} and len(cells) == len(runs)
-    for r in runs:
-        assert r["steps"] == rules["steps"] and 0.1 < r["test_accuracy"] <= 1 and r["wall_time_s"] > 0
-        assert r["passes_over_data"] == pytest.approx(rules["steps"] * rules["batch_size"] / r["train_size"], abs=0.01)
-    for model, per_size in result["summary"].items():
-        for size, cell in per_size.items():
-            accs = [r["test_accuracy"] for r in runs if r["model"] == model and r["train_size"] == int(size)]
-            assert cell["accuracies"] == accs and cell["mean"] == pytest.approx(sum(accs) / len(accs), abs=1e-4)
-    # The experiment used the embedded architectures.
-    for arch in ("vit", "cnn"):
-        card = ModelCard.load(MODELS / f"fmnist-{arch}.json")
-        config = card.config.to_dict() if arch == "vit" else card.config
-        assert result["configs"][arch] == config and result["parameters"][arch] == card.extra["parameters"]

@@ -9,17 +9,17 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from apptest import ROOT, assert_clean, default_image, live_trace, open_app, plotly_array, save_vit
-from vit_core import analysis, zoo
+from vit_core import analysis, claims, zoo
 from vit_core.card import ModelCard, Preprocess
 from vit_core.cnn import DEFAULT_CONFIG, build_cnn, layer_specs
 from vit_core.i18n import translate
 from vit_core.model import ViT, ViTConfig
-from vit_core.train import summarize
 from vit_core.weights import save_checkpoint
 
 REACHED = analysis.ERF_THRESHOLD  # the share of the peak the page counts as reached
@@ -119,53 +119,64 @@ def test_cnn_erf_stays_inside_the_theoretical_field():
 # ----------------------------------------------------------------------------- analysis: data efficiency
 
 def _runs(acc: dict) -> list[dict]:
-    """{(model, size): [accuracy per seed]} -> runs as vit_core.train writes them."""
-    return [{"model": m, "train_size": n, "seed": s, "test_accuracy": a, "passes_over_data": 1.0}
-            for (m, n), accs in acc.items() for s, a in enumerate(accs)]
+    """{(model, size): [accuracy per seed]} -> runs as vit_core.studies writes them, each size's budget settled
+    by seed 0's doubling check (twice the steps gained nothing, so the base budget stands)."""
+    runs = []
+    for (m, n), accs in acc.items():
+        for s, a in enumerate(accs):
+            runs.append({"job": f"de-{m}-{n}-s{s}", "model": m, "train_size": n, "seed": s, "scale": 1,
+                         "test_accuracy": a, "final_val_accuracy": a, "cpu_time_s": 60.0 * (s + 2),
+                         "stopped_early": s == 1})
+        runs.append({**runs[-len(accs)], "job": f"de-{m}-{n}-s0-x2", "scale": 2, "test_accuracy": 0.5,
+                     "cpu_time_s": 999.0})  # the check: not shown as a result
+    return runs
 
 
-def test_compare_data_efficiency_reads_the_summary():
+def test_compare_data_efficiency_reads_the_summary(tmp_path):
     runs = _runs({("vit", 1000): [0.70, 0.72], ("cnn", 1000): [0.80, 0.81],
-                  ("vit", 60000): [0.90, 0.91], ("cnn", 60000): [0.905, 0.93], ("vit", 5000): [0.8]})
-    rows = analysis.compare_data_efficiency(summarize(runs))
-    assert [r["size"] for r in rows] == [1000, 60000]  # 5000 has no CNN run: left out
+                  ("vit", 20000): [0.90, 0.91], ("cnn", 20000): [0.905, 0.93], ("vit", 5000): [0.8]})
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs, "planned": [r["job"] for r in runs]}))
+    de = claims.data_efficiency(tmp_path)
+    rows = analysis.compare_data_efficiency(de.summary())
+    assert [r["size"] for r in rows] == [1000, 20000, 55000]  # 5000 has no CNN run: left out; 55000: the cards
     assert rows[0]["leader"] == "cnn" and rows[0]["clear"] and rows[0]["diff"] == pytest.approx(0.71 - 0.805)
     assert rows[1]["leader"] == "cnn" and not rows[1]["clear"]  # seed ranges 0.90-0.91 and 0.905-0.93 overlap
     assert rows[1]["seeds"] == 2
+    cards = {m: json.loads(claims.CARDS[m].read_text())["extra"]["test_accuracy"] for m in claims.MODELS}
+    assert de.cells["vit"][55000].accuracies == (cards["vit"],) and de.cells["vit"][55000].seeds == (0,)
+    assert [g.size for g in de.gaps] == [1000, 20000, 55000]  # CNN − ViT per seed both ran
+    assert de.gaps[0].gaps == pytest.approx((0.10, 0.09)) and de.gaps[2].gaps == pytest.approx((cards["cnn"] - cards["vit"],))
+    assert de.cpu_minutes("vit", 1000) == 2.5 and not de.missing  # 120 and 180 CPU seconds; the 2× check not counted
+    assert de.chosen[("vit", 1000)] == 1 and de.checks[("vit", 1000)] == {1: 0.70, 2: 0.70}
 
 
 # ----------------------------------------------------------------------------- the page (AppTest)
 
-def _de_json(path: Path, vit: list[float], cnn: list[float], sizes=(1000, 5000, 60000)) -> str:
+def _de_dir(folder: Path, vit: list[float], cnn: list[float], sizes=(1000, 5000, 20000), planned=()) -> str:
     runs = _runs({**{("vit", n): [a] for n, a in zip(sizes, vit)}, **{("cnn", n): [a] for n, a in zip(sizes, cnn)}})
-    data = {"rules": {"steps": 900, "batch_size": 128, "lr": 0.001, "weight_decay": 0.05, "warmup_frac": 0.05,
-                      "label_smoothing": 0.1, "crop_pad": 2, "hflip": True, "evaluation": "..."},
-            "parameters": {"vit": 205962, "cnn": 204778}, "command": "python -m vit_core.train data-efficiency",
-            "runs": runs, "summary": summarize(runs)}
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return str(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"runs": runs, "planned": [r["job"] for r in runs] + list(planned), "rules": {}}
+    (folder / "data_efficiency.json").write_text(json.dumps(data), encoding="utf-8")
+    return str(folder)
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, fmnist_model):
     """The embedded models and results, or random stand-ins with the same configs while they are being made."""
     tmp = tmp_path_factory.mktemp("cnn_page")
-    found = {"vit": fmnist_model, "cnn": "fmnist-cnn", "de": str(ROOT / "assets" / "data_efficiency.json"),
-             "tmp": tmp}
+    found = {"vit": fmnist_model, "cnn": "fmnist-cnn", "de": str(claims.EXPERIMENTS), "tmp": tmp}
     if not zoo.embedded_path("fmnist-cnn").is_file():
         torch.manual_seed(0)
         card = ModelCard("fmnist-cnn", "cnn", DEFAULT_CONFIG, Preprocess(size=(28, 28), resize="fit_pad",
                          crop_pct=1.0, mean=(0.286,), std=(0.353,), channels="L", invert="auto"),
                          [f"c{i}" for i in range(10)])
         found["cnn"] = str(save_checkpoint(build_cnn(DEFAULT_CONFIG), card, tmp / "cnn" / "fmnist-cnn")[0])
-    if not Path(found["de"]).is_file():
-        found["de"] = _de_json(tmp / "de.json", [0.70, 0.80, 0.88], [0.78, 0.84, 0.89])
     return found
 
 
 def _start(assets, monkeypatch, lang, **state):
     monkeypatch.setenv(zoo.ENV_DIR, str(assets["tmp"] / "models"))
-    defaults = {"cnn.model": assets["cnn"], "cnn.de_json": assets["de"], "vx.model": assets["vit"]}
+    defaults = {"cnn.model": assets["cnn"], "cnn.de_dir": assets["de"], "vx.model": assets["vit"]}
     at = open_app(lang, PAGE, **(defaults | state))
     assert_clean(at)
     return at
@@ -250,32 +261,37 @@ def test_page_shows_the_numbers_vit_core_computes(assets, monkeypatch, lang):
 
 @pytest.mark.slow
 def test_the_measurement_sentence_follows_the_json(assets, monkeypatch, tmp_path):
-    cnn_wins = _de_json(tmp_path / "cnn.json", vit=[0.60, 0.75, 0.85], cnn=[0.75, 0.83, 0.88])
-    vit_wins = _de_json(tmp_path / "vit.json", vit=[0.75, 0.83, 0.90], cnn=[0.60, 0.75, 0.85])
-    at = _start(assets, monkeypatch, "en", **{"cnn.de_json": cnn_wins})
+    cnn_wins = _de_dir(tmp_path / "cnn", vit=[0.60, 0.75, 0.85], cnn=[0.75, 0.83, 0.88], planned=["de-vit-1000-s2"])
+    vit_wins = _de_dir(tmp_path / "vit", vit=[0.75, 0.83, 0.95], cnn=[0.60, 0.75, 0.85])
+    at = _start(assets, monkeypatch, "en", **{"cnn.de_dir": cnn_wins})
 
     def ours():
         return [m.value for m in at.markdown if translate("cnn.de.pattern.all", "en", model="", n=3)[:12] in m.value]
 
     first = ours()
-    assert first and translate("cnn.de.pattern.all", "en", model="CNN", n=3) in first[0]
+    assert first and translate("cnn.de.pattern.all", "en", model="CNN", n=4) in first[0]  # + the cards at 55,000
     assert "15.0 points" in first[0]  # 1,000 images: 75 % vs 60 %
-    card = json.loads(zoo.embedded_path("fmnist-vit").with_suffix(".json").read_text(encoding="utf-8"))["extra"]
-    scale = translate("cnn.de.fully_trained", "en", acc=card["test_accuracy"], steps=card["steps"], epochs=card["epochs"],
-                      train=card["train_size"], budget=900, lo=0.60, hi=0.85)  # the ViT's range within the budget
-    assert any(scale in m.value for m in at.markdown), "the budget set against the fully trained ViT's card"
-    at.session_state["cnn.de_json"] = vit_wins
+    still = translate("cnn.de.rule.missing", "en", done=12, planned=13,
+                      left=translate("cnn.de.job", "en", model="ViT", size=1000, seed=2))
+    assert any(still in m.value for m in at.markdown), "an unfinished study says what is still to come"
+    gap = _figure(at, translate("cnn.de.gap_title", "en"))["data"][0]  # CNN − ViT by size, in points
+    cards = {m: json.loads(claims.CARDS[m].read_text())["extra"]["test_accuracy"] for m in claims.MODELS}
+    np.testing.assert_allclose(plotly_array(gap["y"]), [15, 8, 3, 100 * (cards["cnn"] - cards["vit"])], atol=1e-6)
+    at.session_state["cnn.de_dir"] = vit_wins
     at.run()
     second = ours()
-    assert second and translate("cnn.de.pattern.all", "en", model="ViT", n=3) in second[0]
-    assert first != second
+    cross = translate("cnn.de.pattern.cross", "en", first="ViT", last="CNN", n1=20000, n2=55000)
+    assert second and cross in second[0]  # ahead up to 20,000, the embedded CNN's card ahead at 55,000
+    assert not any(still[:30] in m.value for m in at.markdown)
 
-    at.session_state["cnn.de_json"] = str(tmp_path / "missing.json")  # no file: a message, the page stays
+    at.session_state["cnn.de_dir"] = str(tmp_path / "broken")  # an unreadable file: a message, the page stays
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "data_efficiency.json").write_text("{not json")
     at.session_state["cnn.model"] = str(tmp_path / "missing.safetensors")
     at.run()
     assert not at.exception and not at.error
     warnings = [w.value for w in at.warning]
-    assert translate("cnn.missing_de", "en", path=str(tmp_path / "missing.json")) in warnings
+    assert translate("cnn.missing_de", "en", path=str(tmp_path / "broken" / "data_efficiency.json")) in warnings
     assert translate("cnn.missing_cnn", "en", path=str(tmp_path / "missing.safetensors")) in warnings
     assert at.get("plotly_chart")  # ResNet-50, VGG-16 and the ViT parts are still drawn
 

@@ -1,14 +1,17 @@
 """The claims studies' machinery: resumable training, the stopping rule, fixed position embeddings, the plan."""
 
+import json
 import math
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
+from safetensors.torch import load_file
 
-from vit_core import studies, train
+from vit_core import claims, studies, train
 from vit_core.model import ViT, ViTConfig
 
 TINY = ViTConfig(image_size=(28, 28), patch_size=7, in_chans=1, embed_dim=16, depth=1, num_heads=2, mlp_dim=32,
@@ -44,12 +47,12 @@ def test_a_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one():
 
 def test_the_stopping_rule_looks_at_the_last_quarter_of_the_budget():
     flat = [{"step": s, "val_accuracy": 0.80 + (0.05 if s >= 20 else 0)} for s in range(10, 101, 10)]
-    assert studies.window_gain(flat, 100, 100) == 0.0  # best before step 75 = best after: no gain
+    assert claims.window_gain(flat, 100, 100) == 0.0  # best before step 75 = best after: no gain
     assert not studies.should_stop(flat, 40, 100)  # before half-way: never
     assert studies.should_stop(flat, 60, 100)
     assert not studies.should_stop(flat, 100, 100)  # the budget's end is not an early stop
     rising = [{"step": s, "val_accuracy": 0.5 + s / 1000} for s in range(10, 101, 10)]
-    assert math.isclose(studies.window_gain(rising, 60, 100), 0.03)  # best at 60 (0.56) - best up to 35 (0.53)
+    assert math.isclose(claims.window_gain(rising, 60, 100), 0.03)  # best at 60 (0.56) - best up to 35 (0.53)
     assert not studies.should_stop(rising, 60, 100)
 
 
@@ -75,22 +78,42 @@ def test_sincos_embeddings_match_the_formula_and_stay_fixed():
         assert torch.equal(model.pos_embed, before)  # trained around, never changed
 
 
-def test_the_plan_covers_every_cell_the_issue_asks_for():
-    jobs = studies.plan()
-    names = [j.name for j in jobs]
+def _done(model, size, scale, val):
+    return {"job": f"de-{model}-{size}-s0" + (f"-x{scale}" if scale > 1 else ""), "model": model, "train_size": size,
+            "seed": 0, "scale": scale, "final_val_accuracy": val}
+
+
+def test_the_plan_checks_each_budget_by_doubling_then_adds_the_seeds():
+    first = studies.plan(runs=[])
+    names = [j.name for j in first]
     assert len(names) == len(set(names))
-    de = {(j.model, j.train_size, j.seed) for j in jobs if j.study == "data_efficiency"}
-    for model in ("vit", "cnn"):
-        for size in (1000, 5000, 20000):
-            assert {s for m, n, s in de if (m, n) == (model, size)} == {0, 1, 2}
-        assert {s for m, n, s in de if (m, n) == (model, 55000)} == {1}  # seed 0 is the embedded model
-    pos = [(j.pos, j.seed) for j in jobs if j.study == "position_embeddings"]
+    de = [j for j in first if j.study == "data_efficiency"]
+    cells = {(m, n) for m in ("vit", "cnn") for n in (1000, 5000, 20000)}
+    assert {(j.model, j.train_size, j.scale) for j in de if j.seed == 0} == {c + (s,) for c in cells for s in (1, 2)}
+    assert {(j.model, j.seed) for j in de if j.train_size == 55000} == {("vit", 1), ("cnn", 1)}  # seed 0: the cards
+    assert not [j for j in de if j.train_size < 55000 and j.seed > 0]  # no budget known yet
+
+    # ViT 1,000: doubling gained 0.1 points -> the base budget; CNN 1,000: +1 point, then +0.1 -> 2×
+    runs = [_done("vit", 1000, 1, 0.80), _done("vit", 1000, 2, 0.801), _done("cnn", 1000, 1, 0.80),
+            _done("cnn", 1000, 2, 0.81)]
+    assert claims.chosen_scale("vit", 1000, runs) == 1 and claims.chosen_scale("cnn", 1000, runs) is None
+    later = {(j.model, j.train_size, j.seed, j.scale) for j in studies.plan(runs=runs)}
+    assert {("vit", 1000, 1, 1), ("vit", 1000, 2, 1), ("cnn", 1000, 0, 4)} <= later
+    assert not {s for m, n, s, _ in later if (m, n) == ("cnn", 1000) and s > 0}  # still checking
+    runs.append(_done("cnn", 1000, 4, 0.811))
+    assert claims.chosen_scale("cnn", 1000, runs) == 2
+    assert {("cnn", 1000, 1, 2), ("cnn", 1000, 2, 2)} <= {(j.model, j.train_size, j.seed, j.scale)
+                                                          for j in studies.plan(runs=runs)}
+    grows = [_done("vit", 5000, s, 0.5 + 0.1 * i) for i, s in enumerate(claims.SCALES)]  # never settles
+    assert claims.chosen_scale("vit", 5000, grows) == claims.SCALES[-1]  # the cap
+
+    pos = [(j.pos, j.seed) for j in first if j.study == "position_embeddings"]
     assert sorted(pos) == sorted((k, s) for k in ("learned", "none", "sincos2d") for s in (0, 1))
-    assert {j.patch for j in jobs if j.study == "patch_size"} == {7, 14}
-    assert all(j.steps() == round(studies.SHORT_EPOCHS * 55000 / 128) for j in jobs if j.study != "data_efficiency")
-    embedded_vit = next(j for j in jobs if j.name == "de-vit-55000-s1")
-    assert embedded_vit.steps() == 12891  # the embedded ViT card's 30 epochs
-    assert next(j for j in jobs if j.name == "de-vit-1000-s0").steps() == studies.MIN_STEPS
+    assert {j.patch for j in first if j.study == "patch_size"} == {7, 14}
+    assert all(j.steps() == round(studies.SHORT_EPOCHS * 55000 / 128) for j in first if j.study != "data_efficiency")
+    assert next(j for j in first if j.name == "de-vit-55000-s1").steps() == 12891  # the embedded ViT card's 30 epochs
+    assert next(j for j in first if j.name == "de-vit-1000-s0").steps() == studies.MIN_STEPS
+    assert next(j for j in first if j.name == "de-vit-1000-s0-x2").steps() == 2 * studies.MIN_STEPS
 
 
 def test_a_job_is_claimed_once_and_a_dead_workers_lock_is_taken_over(tmp_path):
@@ -101,3 +124,44 @@ def test_a_job_is_claimed_once_and_a_dead_workers_lock_is_taken_over(tmp_path):
     lock.write_text(dead.stdout.strip())  # a worker that has exited
     assert studies.claim(job, tmp_path) is not None
     assert lock.read_text() == str(os.getpid())
+
+
+# ----------------------------------------------------------------------------- the results on file
+
+def _results():
+    return {s: json.loads(claims.EXPERIMENTS.joinpath(f"{s}.json").read_text(encoding="utf-8")) for s in studies.STUDIES}
+
+
+def test_the_experiment_files_follow_the_plan_and_their_own_rules():
+    jobs = {j.name: j for j in studies.plan()}
+    for study, result in _results().items():
+        assert set(result["planned"]) <= set(jobs)  # the plan grows as budget checks finish
+        assert result["rules"] == studies.rules()
+        for r in result["runs"]:
+            job = jobs[r["job"]]  # every run is a job of the plan, with that job's settings
+            assert (r["model"], r["train_size"], r["seed"], r.get("scale", 1)) == (job.model, job.train_size, job.seed,
+                                                                                   job.scale)
+            assert r["budget_steps"] == job.steps() and 0 < r["steps"] <= r["budget_steps"]
+            assert r["stopped_early"] == (r["steps"] < r["budget_steps"])
+            assert job.epochs is None or not r["stopped_early"]  # only the data-efficiency runs stop early
+            steps = [h["step"] for h in r["history"]]
+            assert steps == sorted(steps) and steps[-1] == r["steps"] and len(steps) <= studies.EVALS + 1
+            assert r["final_val_accuracy"] == r["history"][-1]["val_accuracy"]
+            gain = claims.window_gain(r["history"], r["steps"], r["budget_steps"])
+            assert r["last_window_gain"] == pytest.approx(gain, abs=1e-4) and r["converged"] == (gain < studies.STOP_GAIN)
+            assert 0.1 < r["test_accuracy"] <= 1 and r["cpu_time_s"] > 0 and r["machine"]["logical_cpus"] >= 1
+            assert r["position_embeddings"] == (job.pos if job.model == "vit" else None)
+            assert r["tokens"] == ((28 // job.patch) ** 2 + 1 if job.model == "vit" else None)
+
+
+def test_a_stored_checkpoint_re_evaluates_to_its_recorded_accuracy():
+    runs = {r["job"]: r for result in _results().values() for r in result["runs"]}
+    kept = [runs[name] for name in sorted(studies.KEEP) if name in runs]
+    assert kept, f"none of {sorted(studies.KEEP)} has finished: run python -m vit_core.studies run"
+    data = studies.Data.load()
+    jobs = {j.name: j for j in studies.plan()}
+    for r in kept:
+        model, _ = studies.build(jobs[r["job"]])
+        model.load_state_dict(load_file(claims.EXPERIMENTS / "weights" / r["weights"]))
+        acc, loss = train.evaluate(model, data.test_images, data.test_labels, data.mean, data.std)
+        assert acc == pytest.approx(r["test_accuracy"], abs=1e-4) and loss == pytest.approx(r["test_loss"], abs=1e-3)

@@ -237,17 +237,3 @@ def test_vit_default_has_a_seven_by_seven_grid_of_sixteen_numbers():
     assert isinstance(cfg, ViTConfig) and cfg.grid == (7, 7) and cfg.patch_size ** 2 * cfg.in_chans == 16
 
 
-def test_data_efficiency_runs_every_cell_with_one_budget(tmp_path):
-    data = synthetic_fashion(tmp_path / "data", n_train=200, n_test=50)
-    out = tmp_path / "de.json"
-    argv = ["data-efficiency", "--sizes", "50", "200", "--seeds", "0", "--steps", "3", "--batch-size", "16", "--threads", "1",
-            "--config", json.dumps({"vit": TINY_VIT, "cnn": TINY_CNN}), "--data-dir", str(data), "--out", str(out),
-            "--no-progress"]
-    result = train.main(argv)
-    saved = json.loads(out.read_text(encoding="utf-8"))
-    assert saved == json.loads(json.dumps(result))
-    assert {(r["model"], r["train_size"]) for r in saved["runs"]} == {(m, n) for m in ("vit", "cnn") for n in (50, 200)}
-    assert all(r["steps"] == 3 and r["passes_over_data"] == round(48 / r["train_size"], 2) for r in saved["runs"])
-    assert saved["summary"]["cnn"]["50"]["accuracies"] == [r["test_accuracy"] for r in saved["runs"]
-                                                           if r["model"] == "cnn" and r["train_size"] == 50]
-    assert saved["rules"]["steps"] == 3 and saved["command"].startswith("python -m vit_core.train data-efficiency")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import math
 import os
 import sys
 import time
@@ -37,19 +36,14 @@ from pathlib import Path
 import torch
 
 from vit_core import train
+from vit_core.claims import (EPOCHS, EVALS, MIN_STEPS, SCALES, SHORT_EPOCHS, SIZES, STOP_GAIN, STOP_WINDOW, VAL_SEED,
+                             VAL_SIZE, chosen_scale, needed_scale, window_gain)
 from vit_core.data import load_fashion_mnist, split_train_val, stratified_subset
 from vit_core.model import ViT, count_parameters
 
 ROOT = train.ROOT
 OUT = ROOT / "assets" / "experiments"
 WORK = ROOT / ".cache" / "studies"  # checkpoints and locks of unfinished jobs (not in git)
-VAL_SIZE, VAL_SEED = 5000, 0  # the embedded models' validation split
-EPOCHS = {"vit": 30, "cnn": 8}  # the embedded models' budgets (their cards)
-MIN_STEPS = 1500  # small training sets: at least 192,000 images seen
-EVALS = 20
-STOP_GAIN, STOP_WINDOW = 0.002, 0.25
-SHORT_EPOCHS = 6  # the shortened schedule of the position-embedding and patch-size studies
-SIZES = (1000, 5000, 20000, 55000)
 KEEP = {"de-vit-1000-s0", "de-cnn-1000-s0", "pos-none-s0"}  # runs whose final weights are kept for re-evaluation
 
 STUDIES = {
@@ -69,24 +63,33 @@ class Job:
     model: str  # "vit" | "cnn"
     train_size: int
     seed: int
-    epochs: float | None = None  # None: max(EPOCHS[model], MIN_STEPS steps) and the stopping rule
+    epochs: float | None = None  # None: the data-efficiency budget, times `scale`, with the stopping rule
     pos: str = "learned"  # "learned" | "none" | "sincos2d"
     patch: int = 4
     config: dict = field(default_factory=dict)
+    scale: int = 1  # budget multiplier of the doubling check
 
     def steps(self) -> int:
         batches = self.train_size / train.RECIPE["batch_size"]
         if self.epochs is not None:
             return round(self.epochs * batches)
-        return max(MIN_STEPS, round(EPOCHS[self.model] * batches))
+        return self.scale * max(MIN_STEPS, round(EPOCHS[self.model] * batches))
 
 
-def plan() -> list[Job]:
-    """Every job, most useful first: a whole first seed of each study before more seeds."""
-    full = SIZES[-1]
+def plan(runs: list[dict] | None = None) -> list[Job]:
+    """Every job, most useful first: a whole first seed of each study before more seeds.
 
-    def de(model, size, seed):
-        return Job("data_efficiency", f"de-{model}-{size}-s{seed}", model, size, seed)
+    The data-efficiency budget is found per (model, size) on seed 0 by doubling (claims.chosen_scale): the
+    runs at scale 1 and 2 always, 4 and 8 only if the last doubling still gained; seeds 1 and 2 join at
+    the chosen scale once it is known, so the plan grows as results come in (`runs`: those on file).
+    """
+    runs = load_results("data_efficiency")["runs"] if runs is None else runs
+    full, small = SIZES[-1], SIZES[:-1]
+    cells = [(m, n) for m in ("vit", "cnn") for n in small]
+
+    def de(model, size, seed, scale=1):
+        return Job("data_efficiency", f"de-{model}-{size}-s{seed}" + (f"-x{scale}" if scale > 1 else ""), model, size,
+                   seed, scale=scale)
 
     def pos(kind, seed):
         return Job("position_embeddings", f"pos-{kind}-s{seed}", "vit", full, seed, SHORT_EPOCHS, pos=kind)
@@ -95,13 +98,15 @@ def plan() -> list[Job]:
         return Job("patch_size", f"patch-{p}-s{seed}", "vit", full, seed, SHORT_EPOCHS, patch=p,
                    config={"patch_size": p})
 
-    small = SIZES[:-1]
-    jobs = [de(m, n, 0) for m in ("vit", "cnn") for n in small]
+    chosen = {c: chosen_scale(*c, runs) for c in cells}
+    checks = {c: [s for s in SCALES if s <= 2 or s <= 2 * needed_scale(*c, runs)] for c in cells}
+    jobs = [de(m, n, 0) for m, n in cells] + [de(m, n, 0, 2) for m, n in cells]
     jobs += [pos(k, 0) for k in ("learned", "none", "sincos2d")]
-    jobs += [de(m, n, 1) for m in ("vit", "cnn") for n in small]
+    jobs += [de(m, n, 0, s) for m, n in cells for s in checks[(m, n)] if s > 2]
+    jobs += [de(m, n, 1, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
     jobs += [pos(k, 1) for k in ("learned", "none", "sincos2d")]
     jobs += [de(m, full, 1) for m in ("vit", "cnn")]  # seed 0 at 55k: the embedded models
-    jobs += [de(m, n, 2) for m in ("vit", "cnn") for n in small]
+    jobs += [de(m, n, 2, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
     jobs += [patch(p, 0) for p in (7, 14)]  # P = 4 at seed 0: pos-learned-s0
     return jobs
 
@@ -180,14 +185,6 @@ def should_stop(history: list[dict], step: int, total: int) -> bool:
     return step < total and step >= total / 2 and window_gain(history, step, total) < STOP_GAIN
 
 
-def window_gain(history: list[dict], step: int, total: int) -> float:
-    """Best validation accuracy within the last STOP_WINDOW·total steps minus the best before them."""
-    cut = step - STOP_WINDOW * total
-    before = [h["val_accuracy"] for h in history if h["step"] <= cut]
-    within = [h["val_accuracy"] for h in history if cut < h["step"] <= step]
-    return max(within) - max(before) if before and within else math.inf
-
-
 @torch.inference_mode()
 def inference_speed(model, images: torch.Tensor, mean: float, std: float, batch: int = 250) -> float:
     """Test images per second through the model in eval mode (one thread's worth, batches of 250)."""
@@ -226,7 +223,7 @@ def run_job(job: Job, data: Data, *, progress: bool = True, work: Path = WORK, l
                        every=every, resume=resume, progress=progress, desc=job.name, **hyper)
     acc, loss = train.evaluate(model, data.test_images, data.test_labels, data.mean, data.std)
     record = {
-        "job": job.name, "model": job.model, "train_size": len(x), "seed": job.seed,
+        "job": job.name, "model": job.model, "train_size": len(x), "seed": job.seed, "scale": job.scale,
         "position_embeddings": job.pos if job.model == "vit" else None,
         "patch_size": config.patch_size if job.model == "vit" else None,
         "tokens": (config.grid[0] * config.grid[1] + 1) if job.model == "vit" else None,
@@ -259,20 +256,22 @@ def load_results(study: str, out: Path = OUT) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": []}
 
 
-def save_record(job: Job, record: dict, out: Path = OUT, work: Path = WORK) -> None:
-    """Add one finished run to its study's file (read-modify-write under a lock: two workers share it)."""
+def save_record(study: str, record: dict | None, out: Path = OUT, work: Path = WORK) -> None:
+    """Add one finished run to its study's file, or with None only write the plan and rules (read-modify-write
+    under a lock: two workers share the file)."""
     out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     with open(work / "results.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        results = load_results(job.study, out)
-        runs = [r for r in results["runs"] if r["job"] != job.name] + [record]
+        results = load_results(study, out)
+        runs = [r for r in results["runs"] if record is None or r["job"] != record["job"]] + ([record] if record else [])
         order = {j.name: i for i, j in enumerate(plan())}
         runs.sort(key=lambda r: order.get(r["job"], len(order)))
-        results.update(description=STUDIES[job.study], rules=rules(), runs=runs,
-                       planned=[j.name for j in plan() if j.study == job.study])
-        tmp = results_path(job.study, out).with_suffix(".tmp")
+        results.update(description=STUDIES[study], rules=rules(), runs=runs,
+                       planned=[j.name for j in plan() if j.study == study])
+        tmp = results_path(study, out).with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(results_path(job.study, out))
+        tmp.replace(results_path(study, out))
 
 
 def rules() -> dict:
@@ -280,7 +279,8 @@ def rules() -> dict:
             "data": f"the embedded models' split: {VAL_SIZE} stratified validation images (seed {VAL_SEED}) out of "
                     "the 60,000 training images, smaller sets stratified from the other 55,000 with the run's seed; "
                     "test accuracy on all 10,000 test images, of the model at the end of its run",
-            "budget": f"max({EPOCHS} epochs, {MIN_STEPS} steps) for the data-efficiency study; {SHORT_EPOCHS} epochs "
+            "budget": f"max(the embedded model's epochs (ViT {EPOCHS['vit']}, CNN {EPOCHS['cnn']}), {MIN_STEPS} steps) for "
+                      f"the data-efficiency study; {SHORT_EPOCHS} epochs "
                       "on 55,000 images for the position-embedding and patch-size studies",
             "stopping": f"validated {EVALS} times per run; a data-efficiency run stops early once the last "
                         f"{STOP_WINDOW:.0%} of its budget gained less than {STOP_GAIN * 100:.1f} points of validation "
@@ -326,6 +326,8 @@ def cpu_minutes_left(out: Path = OUT) -> float:
 def run(args) -> None:
     torch.set_num_threads(args.threads)
     data = Data.load(args.data_dir)
+    for study in STUDIES:  # the plan is on file before the first run ends: the pages can say what is still to come
+        save_record(study, None)
     while True:
         done = done_jobs()
         todo = [j for j in plan() if j.name not in done and (not args.only or j.name.startswith(tuple(args.only)))]
@@ -340,7 +342,7 @@ def run(args) -> None:
             print(f"# [{len(done)}/{len(plan())} done] {job.name}: {job.steps()} steps; whole plan "
                   f"≈ {cpu_minutes_left():.0f} CPU-minutes left", flush=True)
             record = run_job(job, data, progress=not args.no_progress)
-            save_record(job, record)
+            save_record(job.study, record)
             (WORK / f"{job.name}.pt").unlink(missing_ok=True)
             print(json.dumps({k: v for k, v in record.items() if k not in ("history", "machine")}), flush=True)
         finally:

@@ -1,8 +1,7 @@
-"""Train the embedded Fashion-MNIST models, and measure how each one's accuracy grows with data.
+"""Train the embedded Fashion-MNIST models (the claims studies, vit_core.studies, train with the same code).
 
     python -m vit_core.train --model vit --epochs 30 --threads 1   # -> assets/models/fmnist-vit.{safetensors,json}
     python -m vit_core.train --model cnn --epochs 8 --threads 1    # -> assets/models/fmnist-cnn.{safetensors,json}
-    python -m vit_core.train data-efficiency --steps 800 --threads 1   # -> assets/data_efficiency.json
 
 CPU only and reproducible: the weights are initialised after torch.manual_seed(seed), and the data
 order and augmentation come from a torch.Generator seeded with the same seed. A stratified validation
@@ -399,86 +398,6 @@ def _title(arch: str, config) -> str:
            f"{'/'.join(map(str, config['widths']))}) · Fashion-MNIST"
 
 
-# ----------------------------------------------------------------------------- data efficiency
-
-DE_DESCRIPTION = ("Test accuracy against the number of training images, for the embedded ViT and CNN "
-                  "architectures trained from scratch under identical rules.")
-
-
-def data_efficiency(args: argparse.Namespace, argv: list[str]) -> dict:
-    """Train every (model, size, seed) under one fixed budget; write the results as JSON as they come."""
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    images, labels = load_fashion_mnist("train", args.data_dir)
-    x_test, y_test = load_fashion_mnist("test", args.data_dir)
-    mean, std = pixel_stats(images)  # one normalisation for every run: a property of the data source
-    overrides = json.loads(args.config) if args.config else {}
-    configs = {arch: model_config(arch, overrides.get(arch)) for arch in args.models}
-    rules = {
-        "steps": args.steps, "batch_size": args.batch_size, **{k: v for k, v in RECIPE.items() if k != "batch_size"},
-        "lr": args.lr, "weight_decay": args.weight_decay,
-        "same for every run": "optimizer steps, batch size, AdamW + warmup/cosine schedule, learning rate, "
-                              "weight decay, label smoothing, augmentation (random crop pad 2 + horizontal flip)",
-        "subsets": "stratified (equal images per class) from the 60,000 training images, drawn with the run's "
-                   "seed; 60,000 means the whole training split",
-        "evaluation": "top-1 on the full 10,000-image test set after the last step; no early stopping, no validation",
-        "normalisation": {"mean": mean, "std": std, "from": "the full training split"},
-        "models": "the embedded models' architectures (see configs), initialised with torch.manual_seed(seed)",
-    }
-    results = {"description": DE_DESCRIPTION, "command": command_line(argv), "rules": rules,
-               "configs": {a: (c.to_dict() if isinstance(c, ViTConfig) else c) for a, c in configs.items()},
-               "parameters": {a: count_parameters(build_model(a, c)) for a, c in configs.items()},
-               "machine": machine(), "date": now(), "runs": [], "summary": {}}
-    done = {}
-    if args.resume and out.exists():
-        old = json.loads(out.read_text(encoding="utf-8"))
-        if old.get("rules") == rules:
-            done = {(r["model"], r["train_size"], r["seed"]): r for r in old["runs"]}
-    for seed in args.seeds:
-        for size in args.sizes:
-            for arch in args.models:
-                key = (arch, size, seed)
-                if key in done:
-                    results["runs"].append(done[key])
-                    continue
-                idx = stratified_subset(labels, size, seed)
-                torch.manual_seed(seed)
-                model = build_model(arch, configs[arch])
-                r = fit(model, images[idx], labels[idx], steps=args.steps, seed=seed, mean=mean, std=std,
-                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                        progress=not args.no_progress, desc=f"{arch} n={size} seed={seed}",
-                        **{k: v for k, v in RECIPE.items() if k not in ("batch_size", "lr", "weight_decay")})
-                acc, loss = evaluate(model, x_test, y_test, mean, std)
-                run = {"model": arch, "train_size": len(idx), "seed": seed, "steps": args.steps,
-                       "passes_over_data": round(args.steps * args.batch_size / len(idx), 2),
-                       "test_accuracy": round(acc, 4), "test_loss": round(loss, 4),
-                       "final_train_loss": round(float(np.mean(r["losses"][-50:])), 4),
-                       "wall_time_s": round(r["wall_s"], 1), "cpu_time_s": round(r["cpu_s"], 1),
-                       "images_per_s": round(r["images_per_s"], 1)}
-                print(json.dumps(run), flush=True)
-                results["runs"].append(run)
-                results["summary"] = summarize(results["runs"])
-                out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    results["summary"] = summarize(results["runs"])
-    results["total_wall_time_s"] = round(sum(r["wall_time_s"] for r in results["runs"]), 1)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return results
-
-
-def summarize(runs: list[dict]) -> dict:
-    """{model: {train_size: {"accuracies", "seeds", "mean", "min", "max"}}} (sizes as strings: JSON keys)."""
-    summary = {}
-    for r in runs:
-        cell = summary.setdefault(r["model"], {}).setdefault(str(r["train_size"]), {"accuracies": [], "seeds": []})
-        cell["accuracies"].append(r["test_accuracy"])
-        cell["seeds"].append(r["seed"])
-    for model in summary.values():
-        for cell in model.values():
-            a = cell["accuracies"]
-            cell.update(mean=round(sum(a) / len(a), 4), min=min(a), max=max(a))
-    return summary
-
-
 # ----------------------------------------------------------------------------- command line
 
 def _common(p: argparse.ArgumentParser):
@@ -513,26 +432,10 @@ def parse_train(argv):
     return p.parse_args(argv)
 
 
-def parse_data_efficiency(argv):
-    p = argparse.ArgumentParser(prog="python -m vit_core.train data-efficiency",
-                                description="Accuracy vs number of training images, ViT against CNN.")
-    p.add_argument("--models", nargs="+", choices=["vit", "cnn"], default=["vit", "cnn"])
-    p.add_argument("--sizes", nargs="+", type=int, default=[1000, 5000, 20000, 60000])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--steps", type=int, default=800, help="optimizer steps per run, whatever the size")
-    p.add_argument("--config", default=None, help='JSON {"vit": {...}, "cnn": {...}} config overrides')
-    p.add_argument("--out", default=str(ROOT / "assets" / "data_efficiency.json"))
-    p.add_argument("--resume", action="store_true", help="keep finished runs of an output made with the same rules")
-    _common(p)
-    return p.parse_args(argv)
-
-
 def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     threads = torch.get_num_threads()
     try:  # --threads applies to this run only, also when main() is called from Python (tests)
-        if argv[:1] == ["data-efficiency"]:
-            return data_efficiency(parse_data_efficiency(argv[1:]), argv)
         return train_model(parse_train(argv), argv)
     finally:
         torch.set_num_threads(threads)

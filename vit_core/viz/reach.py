@@ -150,7 +150,10 @@ def data_efficiency(runs: list[dict], summary: dict, *, names: dict[str, str], t
                                  legendgroup=model, showlegend=False, marker=dict(color=color, size=9, opacity=0.55),
                                  hovertemplate=seed_hover))
         sizes = sorted(summary[model], key=int)
-        fig.add_trace(go.Scatter(x=[int(s) for s in sizes], y=[100 * summary[model][s]["mean"] for s in sizes],
+        cells = [summary[model][s] for s in sizes]
+        fig.add_trace(go.Scatter(x=[int(s) for s in sizes], y=[100 * c["mean"] for c in cells],
+                                 error_y=dict(type="data", symmetric=False, array=[100 * (c["max"] - c["mean"]) for c in cells],
+                                              arrayminus=[100 * (c["mean"] - c["min"]) for c in cells], width=6),
                                  mode="lines+markers", name=label, legendgroup=model,
                                  line=dict(color=color, width=3), marker=dict(size=7, symbol="square"),
                                  hovertemplate=f"{label} · {names['mean']}<extra></extra>"))
@@ -160,4 +163,17 @@ def data_efficiency(runs: list[dict], summary: dict, *, names: dict[str, str], t
     return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.25))
 
 
-__all__ = ["attention_distance", "data_efficiency", "erf_by_depth", "erf_map", "rf_by_depth", "rf_on_image"]
+def gap_by_size(sizes: list[int], mean: list[float], lo: list[float], hi: list[float], *, title: str, x_title: str,
+                y_title: str, hover: str, height: int = 340) -> go.Figure:
+    """One difference (in points) per training-set size, with bars from its lowest to its highest seed."""
+    fig = go.Figure(go.Scatter(x=sizes, y=mean, mode="lines+markers", marker=dict(size=9, color=PALETTE[3]),
+                               line=dict(color=PALETTE[3], width=2), hovertemplate=hover + "<extra></extra>",
+                               error_y=dict(type="data", symmetric=False, array=[h - m for h, m in zip(hi, mean)],
+                                            arrayminus=[m - lo_ for m, lo_ in zip(mean, lo)], width=6)))
+    fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"))
+    fig.update_xaxes(title=x_title, type="log", tickvals=sizes, tickformat=",")
+    fig.update_yaxes(title=y_title, zeroline=False)
+    return style(fig, title=title, height=height)
+
+
+__all__ = ["attention_distance", "data_efficiency", "gap_by_size", "erf_by_depth", "erf_map", "rf_by_depth", "rf_on_image"]

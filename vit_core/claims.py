@@ -1,0 +1,286 @@
+"""What the claims studies measured, read for the pages: assets/experiments/*.json (written by
+`python -m vit_core.studies run`) and the embedded models' cards, which are the 55,000-image seed-0 runs
+of the data-efficiency study. Reading only: no training code is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from vit_core.i18n import translate
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "assets" / "experiments"
+CARDS = {"vit": ROOT / "assets" / "models" / "fmnist-vit.json", "cnn": ROOT / "assets" / "models" / "fmnist-cnn.json"}
+# The studies' rules (vit_core.studies trains by them; the pages state them from here)
+VAL_SIZE, VAL_SEED = 5000, 0  # the embedded models' validation split
+EPOCHS = {"vit": 30, "cnn": 8}  # the embedded models' budgets (their cards)
+MIN_STEPS = 1500  # small training sets: at least 192,000 images seen
+EVALS = 20  # validations per run
+STOP_GAIN, STOP_WINDOW = 0.002, 0.25  # the stopping rule: < 0.2 points over the last quarter of the budget
+SHORT_EPOCHS = 6  # the shortened schedule of the position-embedding and patch-size studies
+SIZES = (1000, 5000, 20000, 55000)
+SCALES = (1, 2, 4, 8)  # the doubling check's budgets, in units of the base budget above
+
+
+def _final_val(model: str, size: int, runs: list[dict]) -> dict[int, float]:
+    """{scale: final validation accuracy} of the seed-0 runs of one (model, size)."""
+    return {r.get("scale", 1): r["final_val_accuracy"] for r in runs
+            if (r["model"], r["train_size"], r["seed"]) == (model, size, 0) and "final_val_accuracy" in r}
+
+
+def needed_scale(model: str, size: int, runs: list[dict]) -> int:
+    """The largest scale the doubling check has reached for one (model, size): doubling from `s` is still
+    needed while s and 2s are both done and 2s gained at least STOP_GAIN."""
+    val, s = _final_val(model, size, runs), 1
+    while 2 * s in SCALES and s in val and 2 * s in val and val[2 * s] - val[s] >= STOP_GAIN:
+        s *= 2
+    return s
+
+
+def chosen_scale(model: str, size: int, runs: list[dict]) -> int | None:
+    """The smallest budget whose doubling gained less than STOP_GAIN validation accuracy on seed 0 (the
+    largest scale if none did); None while the check is still running."""
+    val, s = _final_val(model, size, runs), needed_scale(model, size, runs)
+    if s == SCALES[-1]:
+        return s
+    return s if s in val and 2 * s in val else None
+MODELS = ("vit", "cnn")
+
+
+def window_gain(history: list[dict], step: int, total: int) -> float:
+    """Best validation accuracy within the last STOP_WINDOW·total steps up to `step`, minus the best before."""
+    cut = step - STOP_WINDOW * total
+    before = [h["val_accuracy"] for h in history if h["step"] <= cut]
+    within = [h["val_accuracy"] for h in history if cut < h["step"] <= step]
+    return max(within) - max(before) if before and within else math.inf
+
+
+def card_run(model: str, path: Path | None = None) -> dict:
+    """An embedded model's card as a data-efficiency run record (the full training set, seed 0)."""
+    card = json.loads((path or CARDS[model]).read_text(encoding="utf-8"))["extra"]
+    gain = window_gain(card["history"], card["steps"], card["steps"])
+    return {"job": f"de-{model}-{card['train_size']}-s{card['seed']}", "model": model,
+            "train_size": card["train_size"], "seed": card["seed"], "steps": card["steps"],
+            "budget_steps": card["steps"], "epochs": card["epochs"], "stopped_early": False,
+            "last_window_gain": round(gain, 4), "converged": gain < STOP_GAIN,
+            "test_accuracy": card["test_accuracy"], "cpu_time_s": card["cpu_time_s"],
+            "wall_time_s": card["wall_time_s"], "source": "card", "command": card["command"]}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model at one training-set size: a run per seed."""
+    accuracies: tuple[float, ...]
+    seeds: tuple[int, ...]
+    cpu_s: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.accuracies) / len(self.accuracies)
+
+    @property
+    def lo(self) -> float:
+        return min(self.accuracies)
+
+    @property
+    def hi(self) -> float:
+        return max(self.accuracies)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """CNN − ViT test accuracy at one size, over the seeds both models ran."""
+    size: int
+    gaps: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.gaps) / len(self.gaps)
+
+    @property
+    def lo(self) -> float:
+        return min(self.gaps)
+
+    @property
+    def hi(self) -> float:
+        return max(self.gaps)
+
+
+@dataclass(frozen=True)
+class DataEfficiency:
+    runs: list[dict]  # the runs each cell is made of (at its chosen budget), the two embedded cards included
+    cells: dict[str, dict[int, Cell]]  # model -> train_size -> Cell
+    gaps: list[Gap]  # smallest size first
+    planned: list[str]  # every job of the study's plan so far
+    rules: dict
+    checks: dict[tuple[str, int], dict[int, float]]  # (model, size) -> {budget scale: seed 0's final val accuracy}
+    chosen: dict[tuple[str, int], int | None]  # (model, size) -> the budget scale found (None: still checking)
+    done: list[str]  # every finished job, budget checks included
+
+    @property
+    def missing(self) -> list[str]:
+        return [j for j in self.planned if j not in self.done]
+
+    def summary(self) -> dict:
+        """{model: {size: {"accuracies", "seeds", "mean", "min", "max"}}}: analysis.compare_data_efficiency's input."""
+        return {m: {str(n): {"accuracies": list(c.accuracies), "seeds": list(c.seeds), "mean": c.mean, "min": c.lo,
+                             "max": c.hi} for n, c in cells.items()} for m, cells in self.cells.items()}
+
+    def cpu_minutes(self, model: str, size: int) -> float:
+        c = self.cells[model][size]
+        return sum(c.cpu_s) / len(c.cpu_s) / 60
+
+
+def cells_of(runs: list[dict], key: str = "train_size", models=MODELS) -> dict:
+    cells = {}
+    for m in models:
+        mine = [r for r in runs if r["model"] == m]
+        cells[m] = {k: Cell(tuple(r["test_accuracy"] for r in mine if r[key] == k),
+                            tuple(r["seed"] for r in mine if r[key] == k),
+                            tuple(r["cpu_time_s"] for r in mine if r[key] == k))
+                    for k in sorted({r[key] for r in mine})}
+    return cells
+
+
+def data_efficiency(folder: Path = EXPERIMENTS, cards: dict[str, Path] | None = None) -> DataEfficiency:
+    """The data-efficiency study so far. Raises OSError / ValueError / KeyError on a missing or broken file.
+
+    Each (model, size) shows its runs at the budget the doubling check chose; while the check is still
+    running, seed 0 at the largest budget finished so far stands in.
+    """
+    path = folder / "data_efficiency.json"
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": [], "planned": []}
+    every = saved["runs"]
+    cells_todo = sorted({(r["model"], r["train_size"]) for r in every if r["train_size"] < SIZES[-1]})
+    checks = {c: _final_val(*c, every) for c in cells_todo}
+    chosen = {c: chosen_scale(*c, every) for c in cells_todo}
+    shown = [r for r in every if r["train_size"] >= SIZES[-1] or r.get("scale", 1) == (
+        chosen[(r["model"], r["train_size"])] or max(checks[(r["model"], r["train_size"])] or [1]))]
+    shown = [r for r in shown if r["train_size"] >= SIZES[-1] or chosen[(r["model"], r["train_size"])] or r["seed"] == 0]
+    runs = [card_run(m, (cards or {}).get(m)) for m in MODELS] + shown
+    cells = cells_of(runs)
+    gaps = []
+    for size in sorted(set(cells["vit"]) & set(cells["cnn"])):
+        vit, cnn = (dict(zip(cells[m][size].seeds, cells[m][size].accuracies)) for m in ("vit", "cnn"))
+        gaps.append(Gap(size, tuple(cnn[s] - vit[s] for s in sorted(set(vit) & set(cnn)))))
+    return DataEfficiency(runs, cells, [g for g in gaps if g.gaps], saved.get("planned", []), saved.get("rules", {}),
+                          checks, chosen, [r["job"] for r in every])
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One study over variants of the embedded ViT (position embeddings, patch size): runs grouped by variant."""
+    runs: list[dict]
+    cells: dict  # variant -> Cell
+    planned: list[str]
+
+    @property
+    def missing(self) -> list[str]:
+        done = {r["job"] for r in self.runs}
+        return [j for j in self.planned if j not in done]
+
+
+def ablation(study: str, key: str, folder: Path = EXPERIMENTS) -> Ablation:
+    """"position_embeddings" by "position_embeddings" or "patch_size" by "patch_size"; an empty study if not run."""
+    path = folder / f"{study}.json"
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": [], "planned": []}
+    runs = saved["runs"]
+    if study == "patch_size":  # P = 4 under the same schedule is the learned-embedding run of the other study
+        other = folder / "position_embeddings.json"
+        base = json.loads(other.read_text(encoding="utf-8"))["runs"] if other.exists() else []
+        runs = [r for r in base if r["position_embeddings"] == "learned"] + runs
+    return Ablation(runs, cells_of(runs, key, ("vit",))["vit"], saved.get("planned", []))
+
+
+# ----------------------------------------------------------------------------- sentences
+
+def job_label(job: dict | str, lang: str) -> str:
+    """"ViT · 1,000 images · seed 0" for a run record or a data-efficiency job name (de-vit-1000-s0)."""
+    if isinstance(job, str):
+        _, model, size, seed, *scale = job.split("-")
+        job = {"model": model, "train_size": int(size), "seed": int(seed[1:]), "scale": int((scale or ["x1"])[0][1:])}
+    label = translate("cnn.de.job", lang, model=translate(f"cnn.model.{job['model']}", lang), size=job["train_size"],
+                      seed=job["seed"])
+    scale = job.get("scale", 1)
+    return label + (translate("cnn.de.job_scale", lang, scale=scale) if scale > 1 else "")
+
+
+def _join(lang: str, *sentences: str) -> str:
+    return ("" if lang == "zh" else " ").join(s for s in sentences if s)  # no space between Chinese sentences
+
+
+def de_verdict(rows: list[dict], lang: str) -> list[str]:
+    """What the data-efficiency runs show, as sentences: the pattern, each size, the gap, the claim.
+    `rows` are analysis.compare_data_efficiency's (a = ViT, b = CNN)."""
+    t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
+    name = lambda key: t(f"cnn.model.{key}")  # noqa: E731
+    leaders = [r["leader"] for r in rows]
+    switch = [i for i in range(1, len(rows)) if leaders[i] != leaders[i - 1]]
+    if all(x == leaders[0] for x in leaders) and leaders[0]:
+        out = [t("cnn.de.pattern.all", model=name(leaders[0]), n=len(rows))]
+    elif len(switch) == 1 and None not in leaders:
+        i = switch[0]
+        out = [t("cnn.de.pattern.cross", first=name(leaders[0]), last=name(leaders[i]), n1=rows[i - 1]["size"],
+                 n2=rows[i]["size"])]
+    else:
+        out = [t("cnn.de.pattern.mixed")]
+    notes = [t("cnn.de.seeds." + ("one" if r["seeds"] == 1 else "clear" if r["clear"] else "overlap"), n=r["seeds"])
+             for r in rows]
+    shared = len(set(notes)) == 1  # the same note on every row is said once, after the pattern
+    if shared:
+        out[0] = _join(lang, out[0], notes[0])
+    for r, note in zip(rows, notes):
+        if r["leader"] is None:
+            out.append(t("cnn.de.row_tie", size=r["size"], acc=r["a"]))
+            continue
+        ahead, behind = (r["a"], r["b"]) if r["leader"] == "vit" else (r["b"], r["a"])
+        out.append(_join(lang, t("cnn.de.row", size=r["size"], model=name(r["leader"]), pts=100 * abs(r["diff"]),
+                                 ahead=ahead, behind=behind), "" if shared else note))
+    if len(rows) > 1:
+        g0, g1 = -100 * rows[0]["diff"], -100 * rows[-1]["diff"]  # CNN minus ViT, in points
+        out.append(t("cnn.de.gap", g0=g0, g1=g1, n0=rows[0]["size"], n1=rows[-1]["size"]))
+        small = "yes" if rows[0]["leader"] == "cnn" else "no"
+        trend = "to_vit" if g1 < g0 - 0.1 else "to_cnn" if g1 > g0 + 0.1 else "flat"  # the claim expects "to_vit"
+        out.append(_join(lang, t(f"cnn.de.support.{small}", n=rows[0]["size"]), t(f"cnn.de.trend.{trend}")))
+    return out
+
+
+def budget_checks(de: DataEfficiency) -> list[dict]:
+    """One row per (model, size) of the doubling check: {"model", "size", "val": {scale: accuracy}, "chosen"}."""
+    return [{"model": m, "size": n, "val": de.checks[(m, n)], "chosen": de.chosen[(m, n)]}
+            for m, n in sorted(de.checks, key=lambda c: (MODELS.index(c[0]), c[1]))]
+
+
+def de_rules(de: DataEfficiency, lang: str) -> list[str]:
+    """How the data-efficiency runs were made and how far the study has got, as sentences."""
+    t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
+    runs = de.runs
+    vit, cnn = (json.loads(CARDS[m].read_text(encoding="utf-8"))["extra"] for m in MODELS)
+    batch, full = vit["batch_size"], SIZES[-1]
+    out = [t("cnn.de.rule.data", val=VAL_SIZE, full=full),
+           t("cnn.de.rule.budget", vit_epochs=EPOCHS["vit"], cnn_epochs=EPOCHS["cnn"], min_steps=MIN_STEPS, batch=batch,
+             passes=MIN_STEPS * batch / SIZES[0], smallest=SIZES[0], gain=100 * STOP_GAIN, most=SCALES[-1]),
+           t("cnn.de.rule.stopping", evals=EVALS, window=STOP_WINDOW, gain=100 * STOP_GAIN),
+           t("cnn.de.rule.optim", lr=vit["lr"], wd=vit["weight_decay"], warmup=vit["warmup_frac"],
+             ls=vit["label_smoothing"], pad=vit["crop_pad"], vit=vit["parameters"], cnn=cnn["parameters"])]
+    stopped = [r for r in runs if r.get("stopped_early")]
+    out.append(t("cnn.de.rule.checked", n=sum(1 for c in de.chosen.values() if c), total=len(de.chosen),
+                 early=len(stopped)))
+    cards = [r for r in runs if r.get("source") == "card"]
+    out.append(t("cnn.de.rule.full", full=full, vit=100 * cards[0]["last_window_gain"], cnn=100 * cards[1]["last_window_gain"],
+                 hours=cards[0]["cpu_time_s"] / 3600))
+    seeds = sorted({r["seed"] for r in runs})
+    out.append(t("cnn.de.rule.seeds", seeds=", ".join(map(str, seeds)), n=len(runs),
+                 cpu=sum(r["cpu_time_s"] for r in runs) / 3600, full=full))
+    if de.missing:
+        out.append(t("cnn.de.rule.missing", done=len(de.planned) - len(de.missing), planned=len(de.planned),
+                     left=", ".join(job_label(j, lang) for j in de.missing)))
+    return out
+
+
+__all__ = ["Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
+           "de_verdict", "budget_checks", "chosen_scale", "job_label", "needed_scale", "window_gain"]
