@@ -107,3 +107,4 @@ else:
     st.caption(t("exp.position.ablation.agree_caption", agree=f"{ab.agreement:.0%}", n=len(files)))
 st.info(t("exp.position.ablation.honest", none=f"{ex.VIT_TABLE8['none']:.1%}", learned=f"{ex.VIT_TABLE8['1d']:.1%}",
           drop=f"{100 * (ex.VIT_TABLE8['1d'] - ex.VIT_TABLE8['none']):.1f}"))
+st.page_link("pages/step3_position.py", label=t("exp.position.ablation.link"), icon=":material/monitoring:")

@@ -3,7 +3,8 @@
 import streamlit as st
 
 import ui
-from vit_core import analysis
+from vit_core import analysis, claims, viz
+from vit_core.experiments import VIT_TABLE8
 from vit_core.model import resample_pos_embed
 from vit_core.viz import steps as vz
 
@@ -81,3 +82,21 @@ with numbers:
               delta_arrow="off")
     st.markdown(t("step3.resample.cls", prefix=prefix, diff=kept))
 st.info(t("step3.paper"))
+
+# --- trained without them: the position-embedding study
+st.subheader(t("step3.ablation.title"))
+st.markdown(t("step3.ablation.lead", epochs=claims.SHORT_EPOCHS, n=claims.SIZES[-1]))
+ab = claims.ablation("position_embeddings", "position_embeddings")
+kinds = [k for k in ("learned", "none", "sincos2d") if k in ab.cells]
+if kinds:
+    c = [ab.cells[k] for k in kinds]
+    names = [t(f"step3.ablation.kind.{k}") for k in kinds]
+    ui.plot(viz.ranges(names, [x.mean for x in c], [x.lo for x in c], [x.hi for x in c], title=t("step3.ablation.fig"),
+                       x_title=t("step3.ablation.acc")), key="step3.ablation")
+    st.dataframe({t("step3.ablation.col.kind"): names,
+                  t("step3.ablation.col.acc"): [f"{x.mean:.2%} ({x.lo:.2%} – {x.hi:.2%})" for x in c],
+                  t("step3.ablation.col.seeds"): [", ".join(map(str, x.seeds)) for x in c],
+                  t("step3.ablation.col.cpu"): [f"{sum(x.cpu_s) / len(x.cpu_s) / 60:.0f}" for x in c]}, hide_index=True)
+else:
+    st.info(t("step3.ablation.none_yet"))
+st.markdown("\n".join("- " + x for x in claims.position_sentences(ab, VIT_TABLE8["1d"] - VIT_TABLE8["none"], ui.lang())))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from apptest import ROOT, assert_clean, default_image, live_trace, open_app, plotly_array, save_vit
+from apptest import assert_clean, default_image, live_trace, open_app, plotly_array, save_vit
 from vit_core import analysis, claims, zoo
 from vit_core.card import ModelCard, Preprocess
 from vit_core.cnn import DEFAULT_CONFIG, build_cnn, layer_specs

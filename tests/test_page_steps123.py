@@ -294,6 +294,33 @@ def test_step3_page(lang, model_id):
     assert any(translate("step3.resample.cls", lang, prefix=prefix, diff=0.0) == md.value for md in at.markdown)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("lang", LANGS)
+def test_step3_shows_the_position_embedding_study_from_its_file(lang, model_id, tmp_path, monkeypatch):
+    import json
+    from vit_core import claims
+    runs = [{"job": f"pos-{k}-s{s}", "model": "vit", "seed": s, "position_embeddings": k, "test_accuracy": a,
+             "cpu_time_s": 600.0} for k, s, a in [("learned", 0, 0.88), ("learned", 1, 0.90), ("none", 0, 0.85),
+                                                   ("sincos2d", 0, 0.89)]]
+    planned = [r["job"] for r in runs] + ["pos-none-s1", "pos-sincos2d-s1"]
+    (tmp_path / "position_embeddings.json").write_text(json.dumps({"runs": runs, "planned": planned}))
+    monkeypatch.setattr(claims, "EXPERIMENTS", tmp_path)
+    at = open_app(lang, "pages/step3_position.py", **{"vx.model": model_id})
+    assert_clean(at)
+    dots = charts(at)["step3.ablation"]["data"][0]
+    np.testing.assert_allclose(plotly_array(dots["x"]), [0.89, 0.85, 0.89])  # learned (mean of 2), none, sine-cosine
+    assert dots["y"] == [translate(f"step3.ablation.kind.{k}", lang) for k in ("learned", "none", "sincos2d")]
+    said = "\n".join(md.value for md in at.markdown)
+    assert translate("step3.ablation.vs.none", lang, acc=0.85, base=0.89, pts=-4.0) in said
+    assert translate("step3.ablation.missing", lang, done=4, planned=6) in said
+    assert translate("step3.ablation.paper", lang, pts=2.824) in said  # Table 8: 64.206 % − 61.382 %
+
+    monkeypatch.setattr(claims, "EXPERIMENTS", tmp_path / "nothing")  # not run yet: said so, the page stays
+    at.run()
+    assert_clean(at)
+    assert translate("step3.ablation.none_yet", lang) in [i.value for i in at.info]
+
+
 def test_pictures_go_to_the_browser_as_compressed_images_of_the_same_pixels():
     import base64
     import io

@@ -754,7 +754,7 @@ def cnn_erf_layers(cnn, specs: Sequence[tuple], pixels: torch.Tensor, centre: tu
 
 
 def compare_data_efficiency(summary: dict, a: str = "vit", b: str = "cnn") -> list[dict]:
-    """Model `a` against model `b` at every training-set size both ran, from `train.summarize()`'s output.
+    """Model `a` against model `b` at every training-set size both ran, from `claims.DataEfficiency.summary()`.
 
     One row per size, smallest first: {"size", "a", "b" (mean test accuracy), "diff" (a - b),
     "leader" (a, b, or None for equal means), "seeds" (the fewer of the two seed counts),

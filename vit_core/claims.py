@@ -184,8 +184,10 @@ class Ablation:
         return [j for j in self.planned if j not in done]
 
 
-def ablation(study: str, key: str, folder: Path = EXPERIMENTS) -> Ablation:
-    """"position_embeddings" by "position_embeddings" or "patch_size" by "patch_size"; an empty study if not run."""
+def ablation(study: str, key: str, folder: Path | None = None) -> Ablation:
+    """"position_embeddings" by "position_embeddings" or "patch_size" by "patch_size"; an empty study if not run.
+    `folder` defaults to EXPERIMENTS as it is at the call."""
+    folder = EXPERIMENTS if folder is None else folder
     path = folder / f"{study}.json"
     saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": [], "planned": []}
     runs = saved["runs"]
@@ -282,5 +284,27 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     return out
 
 
-__all__ = ["Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
+def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:
+    """What the position-embedding ablation shows, as sentences: each variant against the learned one,
+    next to the paper's drop (`paper_drop`, in accuracy), how the settings differ, what is still to run."""
+    t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
+    cells, out = ab.cells, []
+    if "learned" in cells:
+        base = cells["learned"]
+        for kind in ("none", "sincos2d"):
+            if kind in cells:
+                c = cells[kind]
+                apart = c.hi < base.lo or c.lo > base.hi
+                note = t("step3.ablation.one_seed") if min(len(c.seeds), len(base.seeds)) == 1 else t(
+                    "step3.ablation.apart" if apart else "step3.ablation.overlap")
+                out.append(_join(lang, t(f"step3.ablation.vs.{kind}", acc=c.mean, base=base.mean,
+                                         pts=100 * (c.mean - base.mean)), note))
+    out.append(t("step3.ablation.paper", pts=100 * paper_drop))
+    out.append(t("step3.ablation.differs", epochs=SHORT_EPOCHS, n=SIZES[-1]))
+    if ab.missing:
+        out.append(t("step3.ablation.missing", done=len(ab.planned) - len(ab.missing), planned=len(ab.planned)))
+    return out
+
+
+__all__ = ["position_sentences", "Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
            "de_verdict", "budget_checks", "chosen_scale", "job_label", "needed_scale", "window_gain"]

@@ -100,8 +100,8 @@ def plan(runs: list[dict] | None = None) -> list[Job]:
 
     chosen = {c: chosen_scale(*c, runs) for c in cells}
     checks = {c: [s for s in SCALES if s <= 2 or s <= 2 * needed_scale(*c, runs)] for c in cells}
-    jobs = [de(m, n, 0) for m, n in cells] + [de(m, n, 0, 2) for m, n in cells]
-    jobs += [pos(k, 0) for k in ("learned", "none", "sincos2d")]
+    jobs = [de(m, n, 0) for m, n in cells] + [pos(k, 0) for k in ("learned", "none", "sincos2d")]
+    jobs += [de(m, n, 0, 2) for m, n in cells]
     jobs += [de(m, n, 0, s) for m, n in cells for s in checks[(m, n)] if s > 2]
     jobs += [de(m, n, 1, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
     jobs += [pos(k, 1) for k in ("learned", "none", "sincos2d")]

@@ -173,6 +173,20 @@ def bars(labels: list[str], values, *, title: str | None = None, x_title: str | 
     return style(fig, title=title, height=height or 60 + 34 * len(labels))
 
 
+def ranges(labels: list[str], mean, lo, hi, *, title: str | None = None, x_title: str | None = None,
+           text_format: str = "{:.2%}", tick_format: str = ".0%", height: int | None = None) -> go.Figure:
+    """One dot per label at its mean, with a bar from its lowest to its highest value (seeds), the first
+    label at the top. Unlike bars, the axis may start anywhere: only the dots' positions carry meaning."""
+    mean, lo, hi = (np.asarray(v, dtype=float) for v in (mean, lo, hi))
+    fig = go.Figure(go.Scatter(x=mean, y=labels, mode="markers+text", marker=dict(size=12, color="#31688e"),
+                               text=[text_format.format(v) for v in mean], textposition="top center",
+                               error_x=dict(type="data", symmetric=False, array=hi - mean, arrayminus=mean - lo, width=8),
+                               hovertemplate="%{y} · %{x:.4f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title=x_title, tickformat=tick_format)
+    return style(fig, title=title, height=height or 90 + 60 * len(labels))
+
+
 def lines(x, series: dict[str, np.ndarray], *, title: str | None = None, x_title: str | None = None,
           y_title: str | None = None, height: int | None = None, y_range=None, dash: dict[str, str] | None = None,
           markers: bool = True) -> go.Figure:
