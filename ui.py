@@ -361,13 +361,14 @@ def _through_app() -> None:
 
     Streamlit 1.67 treats a `pages/` folder beside the entry script the old (v1) way until the first
     st.navigation call of the process (and AppTest resets that at every run): a deep link (…/encoder)
-    opened first after a server start runs the page alone, without the sidebar or state. Turning v1
-    mode off and rerunning goes through app.py, whose st.navigation then opens the page asked for.
-    app.py marks each run it makes ("vx.via_app"); page_header consumes the mark.
+    opened first after a server start runs the page alone, without the sidebar or state. Calling
+    st.navigation is the documented way to leave v1 mode; the rerun then goes through app.py, whose own
+    st.navigation opens the page asked for. app.py marks each run it makes ("vx.via_app");
+    page_header consumes the mark.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    PagesManager.uses_pages_directory = False
+    # The same pages, by the same URLs (a page's identity is its url_path), so the rerun keeps the page asked for
+    st.navigation([st.Page(str(f), url_path=f.stem, default=f.stem == "home") for f in sorted((ROOT / "pages").glob("*.py"))],
+                  position="hidden")
     st.rerun()
 
 

@@ -235,3 +235,21 @@ def test_switching_the_language_then_navigating(server, browser, with_upload_and
             assert sidebar.get_by_text(model[lang]).count() >= 1, "the model is kept"
     page.screenshot(path=str(ARTIFACTS / f"language_switch_{int(with_upload_and_hub_model)}.png"))
     page.close()
+
+
+def test_a_deep_link_opened_first_on_a_fresh_server_gets_the_whole_app(hub_cache, browser):
+    """Streamlit starts a deep link of a fresh server in its old pages-folder mode, without app.py; the page
+    must still come up with the sidebar, the navigation and the view its address names."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
+    env.pop("VIT_EXPLORER_MODEL", None)
+    with streamlit_server(env) as url:  # nobody has opened "/" on this server
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page.goto(f"{url}/step5_encoder?lang=zh&layer=3&head=2")
+        wait_for_page(page, translate("step5.title", "zh"))
+        assert_no_failure(page, "a deep link first")
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        assert nav.get_by_text(translate("app.nav.step1", "zh"), exact=True).count() == 1  # app.py's navigation
+        assert "layer=3" in page.url and "head=2" in page.url and "/step5_encoder" in page.url
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "deep_link_first_zh.png"), full_page=True)
+        page.close()
