@@ -8,7 +8,7 @@ Dosovitskiy et al., "An Image is Worth 16x16 Words" (arXiv 2010.11929), §3.1:
     y    = LN(z_L^0)                                      Eq. 4  (the class token's final state)
 
 Parameter names are timm's, so a timm checkpoint loads with strict=True and every other layout
-converts to this one (see weights.py). Attention is computed explicitly as softmax(q kᵀ / √d):
+converts to this one (see vit_core/weights/layouts.py). Attention is computed explicitly as softmax(q kᵀ / √d):
 fused kernels never return the weights the app must show.
 
 `forward()` returns logits and keeps no intermediate tensor it does not need (autograd keeps what a
