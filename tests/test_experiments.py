@@ -190,6 +190,44 @@ def test_compare_maps_counts_its_passes_and_reports_three_maps(model, monkeypatc
     assert rand.deletion_auc == pytest.approx(torch.trapezoid(rand.deletion, res.fractions).item())
 
 
+def test_compare_maps_honours_the_rollout_settings_and_judges_against_random(model):
+    """The rollout and gradient maps are analysis' own with the lab's settings, each map's curves are
+    deletion_insertion run straight, random is the mean of the seeded orders, and the verdict follows the AUCs."""
+    from vit_core import analysis
+
+    tr = model.trace(image(model))
+    settings = dict(residual=False, head_fusion="max", discard_ratio=0.3, start_layer=1, end_layer=3)
+    res = ex.compare_maps(model, tr, 4, steps=5, random_orders=3, seed=7, **settings)
+    p = tr.num_prefix_tokens
+    joint = analysis.attention_rollout(tr.attentions, num_prefix_tokens=p, **settings)
+    torch.testing.assert_close(res.maps["rollout"], analysis.rollout_to_grid(joint, tr.grid, p)[0])
+    _, grads = analysis.attention_gradients(model, tr.pixels, 4)
+    R = analysis.gradient_rollout(tr.attentions, grads, start_layer=1, end_layer=3)
+    torch.testing.assert_close(res.maps["gradient"], analysis.rollout_to_grid(R, tr.grid, p)[0], rtol=1e-4, atol=1e-6)
+    default = ex.compare_maps(model, tr, 4, steps=5, random_orders=1)
+    assert not torch.allclose(default.maps["rollout"], res.maps["rollout"])  # the settings reached the map
+
+    predict = ex.predictor(model)
+    run = lambda s: analysis.deletion_insertion(predict, tr.pixels, s, tr.grid, 4, 4, steps=5)  # noqa: E731
+    g = torch.Generator().manual_seed(7)
+    randoms = [run(analysis.random_scores(tr.grid, g)) for _ in range(3)]
+    for name in ex.MAPS:
+        curves, direct = res.curves(name), run(res.maps[name])
+        for kind in ("deletion", "insertion"):
+            torch.testing.assert_close(curves[kind], direct[kind], atol=1e-5, rtol=0)
+            assert curves[f"{kind}_auc"] == pytest.approx(direct[f"{kind}_auc"], abs=1e-5)
+            mean = torch.stack([r[kind] for r in randoms]).mean(0)
+            torch.testing.assert_close(curves[f"random_{kind}"], mean, atol=1e-5, rtol=0)
+            assert curves[f"random_{kind}_auc"] == pytest.approx(np.mean([r[f"{kind}_auc"] for r in randoms]),
+                                                                 abs=1e-5)  # AUC of the mean = mean of the AUCs
+        f, r = res.faithfulness[name], res.faithfulness["random"]
+        good = (f.deletion_auc < r.deletion_auc - 0.01, f.insertion_auc > r.insertion_auc + 0.01)
+        assert res.beats(name) == good
+        assert res.verdict(name) == ("both" if all(good) else "some" if any(good) else "none")
+    assert res.verdict("random", margin=0.0) == "none"  # random never beats itself
+    assert res.beats("occlusion", margin=10.0) == (False, False)
+
+
 # ----------------------------------------------------------------------------- 4. stride and windows
 
 @pytest.mark.parametrize("size,P,S", [((28, 28), 4, 4), ((28, 28), 4, 2), ((28, 28), 7, 3), ((24, 40), 8, 5),

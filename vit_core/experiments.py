@@ -281,6 +281,10 @@ class Faithfulness:
 MAPS = ("occlusion", "rollout", "gradient")
 
 
+AUTO_MACS = 2e10  # a comparison cheaper than this (about a second on a CPU) may run without a click
+MARGIN = 0.01  # how much lower (deletion) or higher (insertion) an AUC must be than random's to count as beating it
+
+
 @dataclass
 class MapComparison:
     maps: dict[str, torch.Tensor]  # MAPS -> (h, w)
@@ -290,6 +294,27 @@ class MapComparison:
     base_prob: float  # p(class) on the image as it is
     occlusion_s: float  # seconds the occlusion map took
     forward_passes: int  # images the comparison ran through the model
+
+    def beats(self, name: str, margin: float = MARGIN) -> tuple[bool, bool]:
+        """(deletion, insertion): whether map `name` beats the random order on each curve by more than
+        `margin` in AUC, so that a random model's noise does not read as a faithful map."""
+        f, r = self.faithfulness[name], self.faithfulness["random"]
+        return f.deletion_auc < r.deletion_auc - margin, f.insertion_auc > r.insertion_auc + margin
+
+    def verdict(self, name: str, margin: float = MARGIN) -> str:
+        """"both", "some" or "none": on how many of the two curves map `name` beats random by the margin."""
+        good = self.beats(name, margin)
+        return "both" if all(good) else "some" if any(good) else "none"
+
+    def curves(self, name: str) -> dict:
+        """Map `name`'s curves and AUCs beside the random order's, as plain keys (deletion, random_deletion,
+        deletion_auc, random_deletion_auc, ... and fractions): what the exports write."""
+        f, r = self.faithfulness[name], self.faithfulness["random"]
+        out = {"fractions": self.fractions}
+        for kind in ("deletion", "insertion"):
+            out |= {kind: getattr(f, kind), f"random_{kind}": getattr(r, kind),
+                    f"{kind}_auc": getattr(f, f"{kind}_auc"), f"random_{kind}_auc": getattr(r, f"{kind}_auc")}
+        return out
 
 
 def comparison_passes(num_patches: int, steps: int, random_orders: int) -> int:
@@ -304,19 +329,32 @@ def forward_macs(model: ViT, tokens: int) -> int:
     return count_parameters(model) * tokens
 
 
-def compare_maps(model: ViT, trace: ViTTrace, class_index: int, *, steps: int | None = None,
-                 random_orders: int = 2, seed: int = 0, batch_size: int = 32) -> MapComparison:
-    """Occlusion, attention rollout (residual, mean over heads, all layers) and gradient rollout for one
-    class, their rank correlations, and the deletion/insertion AUC of each against random patch orders."""
+def is_cheap(model: ViT, tokens: int, passes: int) -> bool:
+    """Whether `passes` images of `tokens` tokens cost less than AUTO_MACS, so they may run unasked."""
+    return passes * forward_macs(model, tokens) <= AUTO_MACS
+
+
+def compare_maps(model: ViT, trace: ViTTrace, class_index: int, *, residual: bool = True, head_fusion: str = "mean",
+                 discard_ratio: float = 0.0, start_layer: int = 0, end_layer: int | None = None,
+                 steps: int | None = None, random_orders: int = 2, seed: int = 0,
+                 batch_size: int = 32) -> MapComparison:
+    """Occlusion, attention rollout and gradient rollout for one class, their rank correlations, and the
+    deletion/insertion AUC of each against `random_orders` seeded random patch orders (their mean curve).
+
+    Rollout takes analysis.attention_rollout's settings; both rollouts chain the layers
+    [start_layer, end_layer) (a slice, as there). `steps` + 1 points per curve (default: one per patch)."""
     predict = predictor(model)
     pixels, grid, P, p = trace.pixels.cpu(), trace.grid, trace.patch_size, trace.num_prefix_tokens
     started = time.perf_counter()
     occlusion = occlusion_map(predict, pixels, grid, P, class_index, batch_size=batch_size)
     occlusion_s = time.perf_counter() - started
-    rollout = analysis.rollout_to_grid(analysis.attention_rollout(trace.attentions, num_prefix_tokens=p), grid, p)[0]
+    layers = dict(start_layer=start_layer, end_layer=end_layer)
+    joint = analysis.attention_rollout(trace.attentions, residual=residual, head_fusion=head_fusion,
+                                       discard_ratio=discard_ratio, num_prefix_tokens=p, **layers)
     attentions, grads = analysis.attention_gradients(model, trace.pixels.to(model.device), class_index)
-    gradient = analysis.rollout_to_grid(analysis.gradient_rollout(attentions, grads), grid, p)[0].cpu()
-    maps = {"occlusion": occlusion, "rollout": rollout.cpu(), "gradient": gradient}
+    gradient = analysis.rollout_to_grid(analysis.gradient_rollout(attentions, grads, **layers), grid, p)[0]
+    maps = {"occlusion": occlusion, "rollout": analysis.rollout_to_grid(joint, grid, p)[0].cpu(),
+            "gradient": gradient.cpu()}
     steps = grid[0] * grid[1] if steps is None else steps
     run = lambda s: analysis.deletion_insertion(predict, pixels, s, grid, P, class_index,  # noqa: E731
                                                 steps=steps, batch_size=batch_size)

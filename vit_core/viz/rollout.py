@@ -78,7 +78,7 @@ CURVE_COLUMNS = ("fractions", "deletion", "insertion", "random_deletion", "rando
 
 
 def curves_table(result: dict) -> dict:
-    """The curves and AUCs of analysis.faithfulness_check as plain lists and floats (for JSON)."""
+    """The curves and AUCs of experiments.MapComparison.curves as plain lists and floats (for JSON)."""
     table = {name: [float(v) for v in result[name]] for name in CURVE_COLUMNS}
     table.update({name: float(result[name]) for name in result if name.endswith("_auc")})
     return table
