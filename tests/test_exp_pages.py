@@ -1,16 +1,15 @@
-"""The five experiment pages in Streamlit's AppTest: clean in both languages, their numbers the same as
+"""The experiment pages in Streamlit's AppTest: clean in both languages, their numbers the same as
 vit_core computes them straight (the oracle), and their translated choices kept across a language switch."""
 
 import re
 
 import numpy as np
 import pytest
-import torch
 
 from apptest import assert_clean, charts, choice, live_trace, open_app, plotly_array, texts
 from vit_core import data, experiments as ex
 
-PAGES = ["pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_occlusion.py", "pages/exp_windows.py",
+PAGES = ["pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_windows.py",
          "pages/exp_finetune.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -85,20 +84,6 @@ def test_logit_lens_page_reads_the_lens(live):
     assert plotly_array(rank).tolist() == (lens.final_rank + 1).tolist()
 
 
-def test_occlusion_page_maps_are_the_engines(live):
-    model, _, tr = live
-    cls = int(tr.probs[0].topk(2).indices[1])  # the runner-up class
-    at = open_app("en", "pages/exp_occlusion.py")
-    choice(at, "selectbox", "exp.occlusion.class").set_value(cls).run()
-    assert_clean(at)
-    occlusion = ex.occlusion_map(ex.predictor(model), tr.pixels, tr.grid, tr.patch_size, cls)
-    z = plotly_array(charts(at)["exp.occlusion.occlusion"]["data"][1]["z"])
-    np.testing.assert_allclose(z, occlusion.numpy(), atol=1e-5)
-    rho = at.dataframe[0].value.iloc[0, 1]
-    assert rho == pytest.approx(ex.spearman(occlusion, torch.tensor(
-        plotly_array(charts(at)["exp.occlusion.rollout"]["data"][1]["z"]))), abs=1e-4)
-
-
 def test_windows_page_counts_are_the_engines(live):
     _, _, tr = live
     h, w = tr.grid
@@ -134,21 +119,21 @@ def test_finetune_page_reports_the_probe_and_trains_from_scratch(live):
 def test_translated_choices_survive_a_language_switch(live):
     _, _, tr = live
     cls = int(tr.probs[0].topk(3).indices[2])
-    at = open_app("en", "pages/exp_occlusion.py")
-    choice(at, "selectbox", "exp.occlusion.class").set_value(cls).run()
-    choice(at, "segmented_control", "exp.occlusion.curve").set_value("gradient").run()
+    at = open_app("en", "pages/rollout_lab.py")
+    choice(at, "selectbox", "rollout.class").set_value(cls).run()
+    choice(at, "radio", "rollout.target").set_value("gradient").run()
     for lang in ("zh", "en", "zh"):
         at.sidebar.button_group(key="vx.lang").set_value(lang).run()
         assert_clean(at)
         at.switch_page("pages/exp_finetune.py").run()  # the next run, where a stale label would arrive
         assert_clean(at)
-        at.switch_page("pages/exp_occlusion.py").run()
+        at.switch_page("pages/rollout_lab.py").run()
         assert_clean(at)
-        assert (at.session_state["exp.occlusion.class"], at.session_state["exp.occlusion.curve"]) == (cls, "gradient")
+        assert (at.session_state["rollout.class"], at.session_state["rollout.target"]) == (cls, "gradient")
         assert bool(CJK.search(at.title[0].value)) == (lang == "zh")
-    choice(at, "segmented_control", "exp.occlusion.curve").set_value("rollout").run()  # and it still works in 中文
+    choice(at, "radio", "rollout.target").set_value("occlusion").run()  # and it still works in 中文
     assert_clean(at)
-    assert at.session_state["exp.occlusion.curve"] == "rollout"
+    assert at.session_state["rollout.target"] == "occlusion"
 
 
 @pytest.mark.skipif(not data.is_available(), reason="Fashion-MNIST is not installed")
