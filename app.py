@@ -27,7 +27,6 @@ PAGES = [
     ("pages/classroom.py", "classroom.nav"),
     ("pages/exp_position.py", "exp.nav.position"),
     ("pages/exp_logit_lens.py", "exp.nav.lens"),
-    ("pages/exp_windows.py", "exp.nav.windows"),
     ("pages/exp_finetune.py", "exp.nav.finetune"),
 ]
 pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=path == "pages/home.py")

@@ -361,6 +361,16 @@ def map_comparison(lv: Live, class_index: int, *, steps: int, orders: int, **set
     return _comparison(lv.model_id, lv.digest, class_index, tuple(settings.items()), steps, orders, lv.trace)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _windowed(model_id: str, digest: str, window: int, shift: bool, _pixels: torch.Tensor) -> torch.Tensor:
+    return experiments.windowed_probs(load_model(model_id)[0], _pixels, window, shift)[0]
+
+
+def windowed_probs(lv: Live, window: int, shift: bool) -> torch.Tensor:
+    """experiments.windowed_probs (classes,) for the current image, kept per (model, image, window, shift)."""
+    return _windowed(lv.model_id, lv.digest, window, shift, lv.trace.pixels)
+
+
 def costly(state: str, check, *, cheap: bool) -> bool:
     """Whether work described by `check` may run now: it is `cheap`, its ask_button(state=state) was just
     pressed, or it already ran for this same `check` in this session (it stays shown until `check` changes)."""

@@ -27,7 +27,6 @@ PAGES = [  # (url path, translation area of the page, its navigation label)
     ("step6_classify", "step6", "app.nav.step6"), ("rollout_lab", "rollout", "app.nav.rollout"),
     ("cnn_vs_vit", "cnn", "app.nav.cnn"), ("classroom", "classroom", "classroom.nav"),
     ("exp_position", "exp.position", "exp.nav.position"), ("exp_logit_lens", "exp.lens", "exp.nav.lens"),
-    ("exp_windows", "exp.windows", "exp.nav.windows"),
     ("exp_finetune", "exp.finetune", "exp.nav.finetune"),
 ]
 TIMEOUT_MS = int(os.environ.get("VX_BROWSER_TIMEOUT_MS", 180_000))

@@ -9,8 +9,7 @@ import pytest
 from apptest import assert_clean, charts, choice, live_trace, open_app, plotly_array, texts
 from vit_core import data, experiments as ex
 
-PAGES = ["pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_windows.py",
-         "pages/exp_finetune.py"]
+PAGES = ["pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_finetune.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = pytest.mark.slow
@@ -82,20 +81,6 @@ def test_logit_lens_page_reads_the_lens(live):
     np.testing.assert_allclose(z, lens.patch_prob[1].numpy(), rtol=1e-5, atol=1e-7)
     rank = charts(at)["exp.lens.rank"]["data"][0]["y"]
     assert plotly_array(rank).tolist() == (lens.final_rank + 1).tolist()
-
-
-def test_windows_page_counts_are_the_engines(live):
-    _, _, tr = live
-    h, w = tr.grid
-    at = open_app("en", "pages/exp_windows.py")
-    at.slider(key=f"exp.windows.size.{h}x{w}").set_value(3).run()
-    at.toggle(key="exp.windows.shift").set_value(True).run()
-    assert_clean(at)
-    stats = ex.window_stats(tr.attentions, tr.grid, 3, True, tr.num_prefix_tokens)
-    assert metric(at, "Windows") == str(stats.windows)
-    assert metric(at, "Patch pairs") == f"{stats.allowed_pairs:,}"
-    lines = charts(at)["exp.windows.layers"]["data"]
-    np.testing.assert_allclose(plotly_array(lines[0]["y"]), stats.outside.mean(1).numpy(), rtol=1e-5)
 
 
 @pytest.mark.skipif(not data.is_available(), reason="Fashion-MNIST is not installed "
