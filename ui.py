@@ -150,6 +150,15 @@ def choices(widget, label: str, options, labels: dict, *, key: str, default: lis
     return st.session_state[key]
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+
+
+def literal(text: str) -> str:
+    """A reader's own text (a file or class name) to put inside a translated Markdown sentence: every
+    Markdown character escaped, so it shows as typed and never as formatting, a link or HTML."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
 def notify(kind: str, key: str, **params) -> None:
     st.session_state["vx.notice"] = (kind, key, params)
 
@@ -258,6 +267,32 @@ def use_image(data: bytes, name: str, sample: bool = False) -> bool:
     st.session_state["vx.image"] = {"data": data, "name": name, "digest": digest, "sample": sample}
     st.session_state["vx.patch"] = None
     return True
+
+
+IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"]  # what the uploaders offer
+
+
+def pictures(files) -> tuple[list[tuple[str, object]], list[tuple[str, ImageError]]]:
+    """Uploaded files (st.file_uploader / st.camera_input; None is skipped) decoded safely: ([(digest, PIL
+    picture)], [(file name, ImageError)] for each file that is not a usable picture). Never raises for bad bytes."""
+    good, bad = [], []
+    for f in (f for f in files if f is not None):
+        data = f.getvalue()
+        digest = image_digest(data)
+        try:
+            good.append((digest, _decoded(digest, data)))
+        except ImageError as err:
+            bad.append((f.name, err))
+    return good, bad
+
+
+def with_progress(text: str, work):
+    """Run work(progress) under a progress bar that is gone when it ends (also when a cache replays it)."""
+    bar = st.progress(0.0, text=text)
+    try:
+        return work(lambda f: bar.progress(min(1.0, f), text=text))
+    finally:
+        bar.empty()
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)

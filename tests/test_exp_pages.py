@@ -1,6 +1,7 @@
 """The experiment pages in Streamlit's AppTest: clean in both languages, their numbers the same as
 vit_core computes them straight (the oracle), and their translated choices kept across a language switch."""
 
+import io
 import re
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from apptest import assert_clean, charts, choice, live_trace, open_app, plotly_array, texts
 from vit_core import data, experiments as ex
+from vit_core.i18n import translate
 
 PAGES = ["pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_finetune.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -134,3 +136,49 @@ def test_the_class_multiselect_survives_a_language_switch():
     widget.set_value([0, 1, 3]).run()
     assert_clean(at)
     assert at.session_state["exp.finetune.classes"] == [0, 1, 3]
+
+
+def png_bytes(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_finetune_on_own_pictures_fits_the_probe_and_says_what_is_wrong(live, lang):
+    """Two classes of the reader's pictures (committed samples and variants), one file that is no picture: the
+    page's accuracies and its answer for the current image are the engine's on the same split, the bad file is
+    a sentence in the reader's language, and a class name is shown as typed, never as markup."""
+    from test_experiments import own_pictures
+    from vit_core.images import load_image
+
+    model, card, tr = live
+    at = open_app(lang, "pages/exp_finetune.py")
+    choice(at, "segmented_control", "exp.finetune.mode").set_value("own").run()
+    assert_clean(at)
+    assert translate("exp.finetune.own.need", lang, min=2) in [i.value for i in at.info]
+    name = "<b>cat</b> *1*"
+    at.text_input(key="exp.finetune.own.name.0").set_value(name).run()
+    files = {0: [png_bytes(img) for img in own_pictures("photo_chelsea.jpg", 3)],
+             1: [png_bytes(img) for img in own_pictures("photo_rocket.jpg", 2)]}
+    for i, blobs in files.items():
+        uploader = at.file_uploader(key=f"exp.finetune.own.files.{i}")
+        for j, blob in enumerate(blobs):
+            uploader.upload(f"p{j}.png", blob, "image/png")
+    at.file_uploader(key="exp.finetune.own.files.1").upload("notes_[x].png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
+                                                          "image/png")
+    at.run()
+    assert_clean(at)
+    warned = [w.value for w in at.warning]
+    assert len(warned) == 1 and "notes" in warned[0] and bool(CJK.search(warned[0])) == (lang == "zh"), warned
+
+    names = [name, translate("exp.finetune.own.default", lang, i=2)]
+    task = ex.own_set(names, [[load_image(b) for b in files[i]] for i in (0, 1)], seed=0)
+    res = ex.probe_task(model, card.preprocess, task, seed=0)
+    assert metric(at, translate("exp.finetune.train_acc", lang, n=4)) == f"{res.train_accuracy:.1%}"
+    assert metric(at, translate("exp.finetune.test_acc", lang, n=1)) == f"{res.test_accuracy:.1%}"
+    bars = charts(at)["exp.finetune.new"]["data"][0]
+    np.testing.assert_allclose(plotly_array(bars["x"]), res.probe.classify(tr).numpy(), atol=1e-4)
+    assert "&lt;b&gt;cat&lt;/b&gt; *1*" in bars["y"] and name not in bars["y"]  # plotly would draw <b> as bold
+    assert translate("exp.finetune.own.split", lang, train=4, held=1, seed=0, hold=2 + 1) in [c.value for c in at.caption]
+    assert not any("<b>cat</b>" in s for s in texts(at))  # the name reaches no Markdown as markup
