@@ -37,13 +37,15 @@ def scratch(inputs: tuple, _text: str) -> ex.ScratchResult:
                                                                    progress=f))
 
 
-def probe_metrics(res: ex.ProbeResult, names: list[str], train: int, held: int):
+def probe_metrics(res: ex.ProbeResult, names: list[str], train: int, held: int, split: str | None = None):
     st.subheader(t("exp.finetune.probe.title"))
     m = st.columns(3)
     m[0].metric(t("exp.finetune.train_acc", n=train), f"{res.train_accuracy:.1%}")
     m[1].metric(t("exp.finetune.test_acc", n=held), "—" if res.test_accuracy is None else f"{res.test_accuracy:.1%}")
     m[2].metric(t("exp.finetune.time"), t("exp.finetune.seconds", features=res.feature_seconds, fit=res.probe.seconds),
                 help=t("exp.finetune.time_help", n=res.images))
+    if split:  # how the reader's pictures were split (the built-in split is told under its montage)
+        st.caption(split)
     st.caption(t("exp.finetune.probe.caption", D=lv.trace.shapes.D, k=len(res.probe.bias), steps=len(res.probe.losses)))
 
     # --- the learner's own image, classified by the new head
@@ -85,9 +87,8 @@ if mode == "own":  # --- 2-5 classes of the reader's own pictures: uploads or th
     own = ex.own_set(names, [[img for _, img in p] for p in pictures], seed)
     digests = tuple(tuple(d for d, _ in p) for p in pictures)
     res = probe(lv.model_id, digests, seed, own, t("exp.finetune.probe.progress", n=sum(map(len, pictures))))
-    probe_metrics(res, names, len(own.train_labels), len(own.test_labels))
-    st.caption(t("exp.finetune.own.split", train=len(own.train_labels), held=len(own.test_labels), seed=seed,
-                 hold=ex.HOLD_FROM))
+    probe_metrics(res, names, len(own.train_labels), len(own.test_labels), t(
+        "exp.finetune.own.split", train=len(own.train_labels), held=len(own.test_labels), seed=seed, hold=ex.HOLD_FROM))
     st.stop()
 
 # --- built-in: 2-5 Fashion-MNIST classes, a few images each

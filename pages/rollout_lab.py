@@ -51,10 +51,11 @@ with right:
 
 # --- for one class: gradient rollout and occlusion (with the check below: run unasked when cheap)
 st.subheader(t("rollout.gradient.title"))
+c = st.columns([1, 2])
+cls = ui.choice(c[0].selectbox, t("rollout.class"), classes, classes, key="rollout.class", default=next(iter(classes)))
+c[1].markdown(t("rollout.gradient.lead"))
+c[1].expander(t("rollout.gradient.more")).markdown(t("rollout.gradient.body", a=first, b=last))
 left, right = st.columns(2)
-cls = ui.choice(left.selectbox, t("rollout.class"), classes, classes, key="rollout.class", default=next(iter(classes)))
-right.markdown(t("rollout.gradient.lead"))
-right.expander(t("rollout.gradient.more")).markdown(t("rollout.gradient.body", a=first, b=last))
 steps = st.session_state[ui.setting(f"rollout.steps.{N}", min(N, 49) if N <= 64 else 8,
                                     valid=lambda v: 2 <= v <= min(N, 49))]
 orders = st.session_state[ui.setting("rollout.orders", 1)]
