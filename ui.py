@@ -422,6 +422,20 @@ def ask_button(label: str, *, key: str, state: str) -> None:
     st.button(label, type="primary", key=key, on_click=lambda: st.session_state.update({f"{state}.pending": True}))
 
 
+def faithfulness_curves(curves: dict, *, names: tuple[str, str], y_title: str, key: str) -> None:
+    """Deletion and insertion side by side (experiments.MapComparison.curves: a map against random), each
+    with its AUC and the difference from random's."""
+    for col, kind in zip(st.columns(2), ("deletion", "insertion")):
+        auc, rand = curves[f"{kind}_auc"], curves[f"random_{kind}_auc"]
+        with col:
+            plot(vr.curve_figure(curves["fractions"], curves[kind], curves[f"random_{kind}"], names=names,
+                                 title=t(f"rollout.faith.{kind}"), x_title=t("rollout.faith.x"), y_title=y_title,
+                                 height=380), key=f"{key}.{kind}")
+            st.metric(t(f"rollout.faith.{kind}_auc"), f"{auc:.3f}", delta=f"{auc - rand:+.3f}",
+                      delta_color="inverse" if kind == "deletion" else "normal",
+                      help=t("rollout.faith.auc_help", random=rand))
+
+
 def map_exports(lv: Live, values, meta: dict, curves: dict | None, *, suffix: str, key: str) -> None:
     """Download buttons for a per-patch map: overlay PNG, CSV, JSON (with `curves` when given) and the curves."""
     stem = (re.sub(r"[^\w-]+", "_", Path(lv.image_name).stem).strip("_")[:40] or "image") + f"_{suffix}"

@@ -122,24 +122,16 @@ f[1].slider(t("rollout.faith.steps"), 2, min(N, 49), key=f"rollout.steps.{N}", h
 f[2].slider(t("rollout.faith.orders"), 1, 5, key="rollout.orders", help=t("rollout.faith.orders_help"))
 curves = res.curves(target) if res is not None else None
 if res is not None:
-    verdict = t("rollout.faith.col.verdict", margin=ex.MARGIN)
+    beats = t("rollout.faith.col.verdict", margin=ex.MARGIN)
     ui.table({t("rollout.faith.col.map"): [maps[m] for m in ex.MAPS] + [t("rollout.faith.random_one")],
               t("rollout.faith.col.deletion"): [res.faithfulness[m].deletion_auc for m in ex.MAPS + ("random",)],
               t("rollout.faith.col.insertion"): [res.faithfulness[m].insertion_auc for m in ex.MAPS + ("random",)],
-              verdict: [t(f"rollout.faith.short.{res.verdict(m)}") for m in ex.MAPS] + ["—"]},
+              beats: [t(f"rollout.faith.short.{res.verdict(m)}") for m in ex.MAPS] + ["—"]},
              {t(f"rollout.faith.col.{k}"): "%.3f" for k in ("deletion", "insertion")})
     st.caption(t("rollout.faith.table_caption", n=orders, steps=steps))
-    random_name = t("rollout.faith.random" if orders > 1 else "rollout.faith.random_one", n=orders)
-    style = dict(names=(maps[target], random_name), x_title=t("rollout.faith.x"),
-                 y_title=t("rollout.faith.y", name=names[cls]), height=380)
-    for col, kind in zip(st.columns(2), ("deletion", "insertion")):
-        with col:
-            ui.plot(vz.curve_figure(curves["fractions"], curves[kind], curves[f"random_{kind}"],
-                                    title=t(f"rollout.faith.{kind}"), **style), key=f"rollout.{kind}")
-            col.metric(t(f"rollout.faith.{kind}_auc"), f"{curves[f'{kind}_auc']:.3f}",
-                       delta=f"{curves[f'{kind}_auc'] - curves[f'random_{kind}_auc']:+.3f}",
-                       delta_color="inverse" if kind == "deletion" else "normal",
-                       help=t("rollout.faith.auc_help", random=curves[f"random_{kind}_auc"]))
+    ui.faithfulness_curves(curves, names=(maps[target], t("rollout.faith.random" if orders > 1 else
+                                                           "rollout.faith.random_one", n=orders)),
+                           y_title=t("rollout.faith.y", name=names[cls]), key="rollout")
     verdict = res.verdict(target)
     (st.success if verdict == "both" else st.warning)(t(f"rollout.faith.verdict.{verdict}", margin=ex.MARGIN))
     st.info(t("rollout.faith.lesson"))
