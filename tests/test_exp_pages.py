@@ -159,15 +159,18 @@ def test_finetune_on_own_pictures_fits_the_probe_and_says_what_is_wrong(live, la
     assert translate("exp.finetune.own.need", lang, min=2) in [i.value for i in at.info]
     name = "<b>cat</b> *1*"
     at.text_input(key="exp.finetune.own.name.0").set_value(name).run()
-    files = {0: [png_bytes(img) for img in own_pictures("photo_chelsea.jpg", 3)],
-             1: [png_bytes(img) for img in own_pictures("photo_rocket.jpg", 2)]}
+    rocket = own_pictures("photo_rocket.jpg", 2)
+    photo = io.BytesIO()
+    rocket[1].save(photo, "JPEG")
+    files = {0: [png_bytes(img) for img in own_pictures("photo_chelsea.jpg", 3)], 1: [png_bytes(rocket[0])]}
     for i, blobs in files.items():
         uploader = at.file_uploader(key=f"exp.finetune.own.files.{i}")
         for j, blob in enumerate(blobs):
             uploader.upload(f"p{j}.png", blob, "image/png")
-    at.file_uploader(key="exp.finetune.own.files.1").upload("notes_[x].png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
-                                                          "image/png")
-    at.run()
+    uploader.upload("notes_[x].png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "image/png")  # class 2: no picture
+    at.toggle(key="exp.finetune.own.camera_on.1").set_value(True).run()
+    at.camera_input(key="exp.finetune.own.camera.1").upload("camera.jpg", photo.getvalue()).run()  # its second
+    files[1].append(photo.getvalue())
     assert_clean(at)
     warned = [w.value for w in at.warning]
     assert len(warned) == 1 and "notes" in warned[0] and bool(CJK.search(warned[0])) == (lang == "zh"), warned
