@@ -27,8 +27,6 @@ PAGES = [
     ("pages/classroom.py", "classroom.nav"),
     ("pages/exp_position.py", "exp.nav.position"),
     ("pages/exp_logit_lens.py", "exp.nav.lens"),
-    ("pages/exp_occlusion.py", "exp.nav.occlusion"),
-    ("pages/exp_windows.py", "exp.nav.windows"),
     ("pages/exp_finetune.py", "exp.nav.finetune"),
 ]
 pages = {path: st.Page(path, title=t(key), url_path=Path(path).stem, default=path == "pages/home.py")
@@ -98,7 +96,7 @@ def image_picker():
     source = ui.choice(st.segmented_control, t("app.image.source"), sources, sources, key="vx.image_source",
                        default="sample")
     if source == "upload":
-        st.file_uploader(t("app.image.upload_label"), type=["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"],
+        st.file_uploader(t("app.image.upload_label"), type=ui.IMAGE_TYPES,
                          key="vx.upload", on_change=on_upload, args=("vx.upload",), max_upload_size=ui.UPLOAD_MB,
                          help=t("app.image.upload_help", mb=ui.UPLOAD_MB))
     elif source == "camera":

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 
-from vit_core import analysis, classroom, hub, viz, zoo
+from vit_core import analysis, classroom, experiments, hub, viz, zoo
 from vit_core.card import ModelCard
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
 from vit_core.trace import TraceCache, ViTTrace
+from vit_core.viz import rollout as vr
 from vit_core.weights import GENERIC_CLASS
 
 import vit_core  # noqa: E402 - for its package path (the warm-up below)
@@ -148,6 +150,15 @@ def choices(widget, label: str, options, labels: dict, *, key: str, default: lis
     return st.session_state[key]
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+
+
+def literal(text: str) -> str:
+    """A reader's own text (a file or class name) to put inside a translated Markdown sentence: every
+    Markdown character escaped, so it shows as typed and never as formatting, a link or HTML."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
 def notify(kind: str, key: str, **params) -> None:
     st.session_state["vx.notice"] = (kind, key, params)
 
@@ -258,6 +269,32 @@ def use_image(data: bytes, name: str, sample: bool = False) -> bool:
     return True
 
 
+IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"]  # what the uploaders offer
+
+
+def pictures(files) -> tuple[list[tuple[str, object]], list[tuple[str, ImageError]]]:
+    """Uploaded files (st.file_uploader / st.camera_input; None is skipped) decoded safely: ([(digest, PIL
+    picture)], [(file name, ImageError)] for each file that is not a usable picture). Never raises for bad bytes."""
+    good, bad = [], []
+    for f in (f for f in files if f is not None):
+        data = f.getvalue()
+        digest = image_digest(data)
+        try:
+            good.append((digest, _decoded(digest, data)))
+        except ImageError as err:
+            bad.append((f.name, err))
+    return good, bad
+
+
+def with_progress(text: str, work):
+    """Run work(progress) under a progress bar that is gone when it ends (also when a cache replays it)."""
+    bar = st.progress(0.0, text=text)
+    try:
+        return work(lambda f: bar.progress(min(1.0, f), text=text))
+    finally:
+        bar.empty()
+
+
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _decoded(digest: str, _data: bytes):
     """The decoded image (PIL), shared: callers never change it (preprocess returns a new tensor)."""
@@ -345,6 +382,71 @@ def attention_gradients(lv: Live, class_index: int) -> list[torch.Tensor]:
     """d logit[class] / d attention of every layer for the current trace, once per (model, image, class) and
     shared like the trace (never changed by a caller). Needs autograd: call it outside inference_mode."""
     return _gradients(lv.model_id, lv.digest, class_index, lv.trace.pixels)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _comparison(model_id: str, digest: str, class_index: int, settings: tuple, steps: int, orders: int,
+                _trace: ViTTrace) -> experiments.MapComparison:
+    return experiments.compare_maps(load_model(model_id)[0], _trace, class_index, steps=steps, random_orders=orders,
+                                    **dict(settings))
+
+
+def map_comparison(lv: Live, class_index: int, *, steps: int, orders: int, **settings) -> experiments.MapComparison:
+    """experiments.compare_maps for the current trace, kept per (model, image, class, settings, steps, orders)."""
+    return _comparison(lv.model_id, lv.digest, class_index, tuple(settings.items()), steps, orders, lv.trace)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _windowed(model_id: str, digest: str, window: int, shift: bool, _pixels: torch.Tensor) -> torch.Tensor:
+    return experiments.windowed_probs(load_model(model_id)[0], _pixels, window, shift)[0]
+
+
+def windowed_probs(lv: Live, window: int, shift: bool) -> torch.Tensor:
+    """experiments.windowed_probs (classes,) for the current image, kept per (model, image, window, shift)."""
+    return _windowed(lv.model_id, lv.digest, window, shift, lv.trace.pixels)
+
+
+def costly(state: str, check, *, cheap: bool) -> bool:
+    """Whether work described by `check` may run now: it is `cheap`, its ask_button(state=state) was just
+    pressed, or it already ran for this same `check` in this session (it stays shown until `check` changes)."""
+    s = st.session_state
+    if cheap or s.pop(f"{state}.pending", False) or s.get(state) == check:
+        s[state] = check
+        return True
+    return False
+
+
+def ask_button(label: str, *, key: str, state: str) -> None:
+    """The button that lets costly work run. The click only leaves a note: a callback runs before any rerun,
+    so the click survives page_header's rerun of a page that started without app.py; ui.costly reads it."""
+    st.button(label, type="primary", key=key, on_click=lambda: st.session_state.update({f"{state}.pending": True}))
+
+
+def faithfulness_curves(curves: dict, *, names: tuple[str, str], y_title: str, key: str) -> None:
+    """Deletion and insertion side by side (experiments.MapComparison.curves: a map against random), each
+    with its AUC and the difference from random's."""
+    for col, kind in zip(st.columns(2), ("deletion", "insertion")):
+        auc, rand = curves[f"{kind}_auc"], curves[f"random_{kind}_auc"]
+        with col:
+            plot(vr.curve_figure(curves["fractions"], curves[kind], curves[f"random_{kind}"], names=names,
+                                 title=t(f"rollout.faith.{kind}"), x_title=t("rollout.faith.x"), y_title=y_title,
+                                 height=380), key=f"{key}.{kind}")
+            st.metric(t(f"rollout.faith.{kind}_auc"), f"{auc:.3f}", delta=f"{auc - rand:+.3f}",
+                      delta_color="inverse" if kind == "deletion" else "normal",
+                      help=t("rollout.faith.auc_help", random=rand))
+
+
+def map_exports(lv: Live, values, meta: dict, curves: dict | None, *, suffix: str, key: str) -> None:
+    """Download buttons for a per-patch map: overlay PNG, CSV, JSON (with `curves` when given) and the curves."""
+    stem = (re.sub(r"[^\w-]+", "_", Path(lv.image_name).stem).strip("_")[:40] or "image") + f"_{suffix}"
+    png = vr.png_bytes(vr.overlay_image(lv.display, np.clip(np.asarray(values), 0, None), lv.trace.patch_size))
+    files = [("png", png, ".png", "image/png"), ("csv", vr.map_csv(values, meta), ".csv", "text/csv"),
+             ("json", vr.export_json(values, meta, curves), ".json", "application/json")]
+    if curves is not None:
+        files.append(("curves", vr.curves_csv(curves), "_curves.csv", "text/csv"))
+    for col, (kind, data, ending, mime) in zip(st.columns(4), files):
+        col.download_button(t(f"{key}.export.{kind}"), data, file_name=stem + ending, mime=mime, on_click="ignore",
+                            key=f"{key}.{kind}")
 
 
 def patch_index(tr: ViTTrace) -> tuple[int, int]:
@@ -458,6 +560,12 @@ def plot(fig, **kwargs) -> None:
     st.plotly_chart(fig, config={"displayModeBar": False}, **kwargs)
 
 
+def table(columns: dict[str, list], formats: dict[str, str] | None = None) -> None:
+    """A small table without its index: {translated column title: values}, numbers in printf `formats`."""
+    st.dataframe(pd.DataFrame(columns), hide_index=True,
+                 column_config={name: st.column_config.NumberColumn(format=f) for name, f in (formats or {}).items()})
+
+
 # --- steps 4-6 pages (CLS token, encoder, classify)
 
 def page(step: str, *, vit_only: bool = False) -> Live:
@@ -492,7 +600,7 @@ LAB_SETTINGS = {
     "rollout.fusion": lambda v: v in ("mean", "max", "min"),
     "rollout.discard": lambda v: type(v) in (int, float) and 0 <= v <= 0.95,
     "rollout.class": lambda v: type(v) is int and 0 <= v < 100_000,
-    "rollout.target": lambda v: v in ("rollout", "gradient"),
+    "rollout.target": lambda v: v in ("rollout", "gradient", "occlusion"),
     "step4.stage": lambda v: type(v) is int and v in (1, 2, 3),
     "step6.topk": lambda v: type(v) is int and 1 <= v <= 1000,
     "vx.step1.whatif": lambda v: type(v) is int and 1 <= v <= 4096,

@@ -1,5 +1,7 @@
-"""Experiment · Teach it new classes: a linear head on the backbone's CLS features, against the small ViT
-trained from scratch on the same few images."""
+"""Experiment · Teach it new classes: a linear head on the backbone's CLS features, for Fashion-MNIST classes
+(against the small ViT trained from scratch on the same few images) or for classes of the learner's own pictures."""
+
+import html
 
 import streamlit as st
 
@@ -10,11 +12,9 @@ from vit_core.viz import experiments as vz
 t = ui.t
 SCRATCH_STEPS = 100
 lv = ui.page("exp.finetune", vit_only=True)
-if not data.is_available():
-    st.info(t("exp.finetune.no_data", hint=data.INSTALL_HINT))
-    st.stop()
-labels = data.CLASSES_ZH if ui.lang() == "zh" else data.CLASSES
-held_out = ex.held_out_per_class(lv.model)
+modes = {m: t(f"exp.finetune.mode.{m}") for m in ("builtin", "own")}
+mode = ui.choice(st.segmented_control, t("exp.finetune.mode"), modes, modes, key="exp.finetune.mode",
+                 default="builtin")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -24,31 +24,80 @@ def task(classes: tuple, shots: int, seed: int, held_out: int) -> ex.FewShotSet:
                            shots, held_out, seed)
 
 
-def with_progress(text: str, work):
-    """Run work(progress) under a progress bar that is gone when it ends (also when a cache replays it)."""
-    bar = st.progress(0.0, text=text)
-    try:
-        return work(lambda f: bar.progress(min(1.0, f), text=text))
-    finally:
-        bar.empty()
-
-
 @st.cache_data(show_spinner=False, max_entries=32)
-def probe(model_id: str, inputs: tuple, _text: str) -> ex.ProbeResult:
+def probe(model_id: str, inputs: tuple, seed: int, _task, _text: str) -> ex.ProbeResult:
+    """The linear probe of a task, kept per (model, what names the task's images, seed)."""
     model, card = ui.load_model(model_id)
-    return with_progress(_text, lambda f: ex.probe_task(model, card.preprocess, task(*inputs), seed=inputs[2],
-                                                        progress=f))
+    return ui.with_progress(_text, lambda f: ex.probe_task(model, card.preprocess, _task, seed=seed, progress=f))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def scratch(inputs: tuple, _text: str) -> ex.ScratchResult:
-    return with_progress(_text, lambda f: ex.train_from_scratch(task(*inputs), steps=SCRATCH_STEPS, seed=inputs[2],
-                                                                progress=f))
+    return ui.with_progress(_text, lambda f: ex.train_from_scratch(task(*inputs), steps=SCRATCH_STEPS, seed=inputs[2],
+                                                                   progress=f))
 
 
+def probe_metrics(res: ex.ProbeResult, names: list[str], train: int, held: int, split: str | None = None):
+    st.subheader(t("exp.finetune.probe.title"))
+    m = st.columns(3)
+    m[0].metric(t("exp.finetune.train_acc", n=train), f"{res.train_accuracy:.1%}")
+    m[1].metric(t("exp.finetune.test_acc", n=held), "—" if res.test_accuracy is None else f"{res.test_accuracy:.1%}")
+    m[2].metric(t("exp.finetune.time"), t("exp.finetune.seconds", features=res.feature_seconds, fit=res.probe.seconds),
+                help=t("exp.finetune.time_help", n=res.images))
+    if split:  # how the reader's pictures were split (the built-in split is told under its montage)
+        st.caption(split)
+    st.caption(t("exp.finetune.probe.caption", D=lv.trace.shapes.D, k=len(res.probe.bias), steps=len(res.probe.losses)))
+
+    # --- the learner's own image, classified by the new head
+    st.subheader(t("exp.finetune.new.title"))
+    probs = res.probe.classify(lv.trace)
+    left, right = st.columns([1, 2])
+    left.image(lv.display, caption=ui.image_label(), width=180)
+    with right:  # class names may be the reader's own text: escaped, so plotly shows them as typed
+        ui.plot(viz.bars([html.escape(n) for n in names], probs.numpy(), highlight=int(probs.argmax()),
+                         x_title=t("exp.finetune.prob"), range_=(0, 1.1)), key="exp.finetune.new")
+    st.caption(t("exp.finetune.new.caption"))
+
+
+if mode == "own":  # --- 2-5 classes of the reader's own pictures: uploads or the camera
+    st.markdown(t("exp.finetune.own.lead", min=ex.MIN_OWN, hold=ex.HOLD_FROM))
+    c = st.columns([3, 1])
+    k = c[0].slider(t("exp.finetune.own.k"), 2, 5, key=ui.setting("exp.finetune.own.k", 2))
+    seed = int(c[1].number_input(t("exp.finetune.seed"), 0, 999, key=ui.setting("exp.finetune.own.seed", 0)))
+    names, pictures = [], []
+    for i, col in enumerate((st.columns(min(k, 3)) + (st.columns(3) if k > 3 else []))[:k]):
+        with col.container(border=True):
+            default = t("exp.finetune.own.default", i=i + 1)
+            names.append(st.text_input(t("exp.finetune.own.name"), key=ui.setting(f"exp.finetune.own.name.{i}", ""),
+                                       max_chars=40, placeholder=default).strip() or default)
+            files = st.file_uploader(t("exp.finetune.own.files"), type=ui.IMAGE_TYPES, accept_multiple_files=True,
+                                     key=f"exp.finetune.own.files.{i}", max_upload_size=ui.UPLOAD_MB)
+            if st.toggle(t("exp.finetune.own.camera_on"), key=f"exp.finetune.own.camera_on.{i}"):
+                files = [*files, st.camera_input(t("exp.finetune.own.camera"), key=f"exp.finetune.own.camera.{i}")]
+            good, bad = ui.pictures(files)
+            for name, err in bad:
+                st.warning(t("exp.finetune.own.bad", name=ui.literal(name), why=ui.error_text(err)))
+            if good:
+                st.image([lv.card.preprocess.image(img) for _, img in good], width=56)
+            st.caption(t("exp.finetune.own.count", n=len(good), min=ex.MIN_OWN))
+        pictures.append(good)
+    if min(map(len, pictures)) < ex.MIN_OWN:
+        st.info(t("exp.finetune.own.need", min=ex.MIN_OWN))
+        st.stop()
+    own = ex.own_set(names, [[img for _, img in p] for p in pictures], seed)
+    digests = tuple(tuple(d for d, _ in p) for p in pictures)
+    res = probe(lv.model_id, digests, seed, own, t("exp.finetune.probe.progress", n=sum(map(len, pictures))))
+    probe_metrics(res, names, len(own.train_labels), len(own.test_labels), t(
+        "exp.finetune.own.split", train=len(own.train_labels), held=len(own.test_labels), seed=seed, hold=ex.HOLD_FROM))
+    st.stop()
+
+# --- built-in: 2-5 Fashion-MNIST classes, a few images each
+if not data.is_available():
+    st.info(t("exp.finetune.no_data", hint=data.INSTALL_HINT))
+    st.stop()
+labels = data.CLASSES_ZH if ui.lang() == "zh" else data.CLASSES
+held_out = ex.held_out_per_class(lv.model)
 st.info(t("exp.finetune.embedded_note" if ex.reads_fashion_mnist(lv.card) else "exp.finetune.other_note"))
-
-# --- the task: 2-5 classes, a few images each
 c = st.columns([3, 2, 1])
 classes = ui.choices(c[0].multiselect, t("exp.finetune.classes"), range(10), dict(enumerate(labels)),
                      key="exp.finetune.classes", default=[5, 7, 9], max_selections=5)
@@ -60,28 +109,12 @@ if len(classes) < 2:
 inputs = (tuple(classes), int(shots), int(seed), held_out)
 ds = task(*inputs)
 k = len(classes)
+names = [labels[i] for i in classes]
 montage = vz.examples_montage(ds.train_images.numpy(), ds.train_labels.numpy(), k, min(shots, 10))
-st.image(montage, width=montage.shape[1], caption=t("exp.finetune.montage", rows=t("exp.finetune.sep").join(labels[i] for i in classes), shots=shots, held=held_out))
-
-# --- a linear head on the frozen backbone
-st.subheader(t("exp.finetune.probe.title"))
-res = probe(lv.model_id, inputs, t("exp.finetune.probe.progress", n=k * (shots + held_out)))
-m = st.columns(3)
-m[0].metric(t("exp.finetune.train_acc", n=k * shots), f"{res.train_accuracy:.1%}")
-m[1].metric(t("exp.finetune.test_acc", n=k * held_out), f"{res.test_accuracy:.1%}")
-m[2].metric(t("exp.finetune.time"), t("exp.finetune.seconds", features=res.feature_seconds, fit=res.probe.seconds),
-            help=t("exp.finetune.time_help", n=res.images))
-st.caption(t("exp.finetune.probe.caption", D=lv.trace.shapes.D, k=k, steps=len(res.probe.losses)))
-
-# --- the learner's own image, classified by the new head
-st.subheader(t("exp.finetune.new.title"))
-probs = res.probe.classify(lv.trace)
-left, right = st.columns([1, 2])
-left.image(lv.display, caption=ui.image_label(), width=180)
-with right:
-    ui.plot(viz.bars([labels[i] for i in classes], probs.numpy(), highlight=int(probs.argmax()),
-                     x_title=t("exp.finetune.prob"), range_=(0, 1.1)), key="exp.finetune.new")
-st.caption(t("exp.finetune.new.caption"))
+st.image(montage, width=montage.shape[1], caption=t("exp.finetune.montage", rows=t("exp.finetune.sep").join(names),
+                                                    shots=shots, held=held_out))
+res = probe(lv.model_id, inputs, int(seed), ds, t("exp.finetune.probe.progress", n=k * (shots + held_out)))
+probe_metrics(res, names, k * shots, k * held_out)
 
 # --- the same few images, a small ViT from scratch
 st.subheader(t("exp.finetune.scratch.title"))

@@ -3,8 +3,8 @@
 import streamlit as st
 
 import ui
-from vit_core import analysis, viz
-from vit_core.viz import steps as vz
+from vit_core import analysis, experiments as ex, viz
+from vit_core.viz import experiments as vx, steps as vz
 
 t = ui.t
 lv = ui.page("step1")
@@ -48,23 +48,31 @@ the_patch()
 
 
 @ui.section
-def what_if():  # another patch size: its grid and what it costs
+def what_if():  # another patch size, or a stride that makes the patches overlap: the cut and what it costs
     st.subheader(t("step1.whatif.title"))
     st.markdown(t("step1.whatif.intro"))
     options = analysis.patch_size_options((s.H, s.W), P)
     labels = {p: t("step1.whatif.option", P=p) if p == P else str(p) for p in options}
-    Q = ui.choice(st.select_slider, t("step1.whatif.label"), options, labels, key="vx.step1.whatif", default=P)
-    alt = analysis.patch_geometry((s.H, s.W), Q, C, s.prefix)
+    c = st.columns(2)
+    Q = ui.choice(c[0].select_slider, t("step1.whatif.label"), options, labels, key="vx.step1.whatif", default=P)
+    S = c[1].slider(t("step1.stride.label"), 1, Q, key=ui.setting(f"vx.step1.stride.{Q}", Q), help=t("step1.stride.help"))
+    alt = ex.stride_geometry((s.H, s.W), Q, S, C, s.prefix)  # S = Q: ViT's cut, as analysis.patch_geometry
     grid_col, numbers = st.columns([3, 2], gap="large")
     with grid_col:
-        ui.plot(viz.image_grid(lv.display, alt.grid, Q, height=480), key="step1.whatif.grid")
+        around = (alt.grid[0] // 2, alt.grid[1] // 2)
+        ui.plot(viz.image_grid(lv.display, alt.grid, Q, height=480) if S == Q else vx.stride_figure(
+            lv.display, Q, S, alt.grid, around, title=t("step1.stride.fig", P=Q, S=S), height=480), key="step1.whatif.grid")
     with numbers:
+        st.latex(rf"N = \Big(\Big\lfloor\tfrac{{{s.H}-{Q}}}{{{S}}}\Big\rfloor+1\Big)\Big(\Big\lfloor\tfrac{{{s.W}-{Q}}}"
+                 rf"{{{S}}}\Big\rfloor+1\Big) = {alt.num_patches}")
         for label, now, base in [("n", alt.num_patches, geo.num_patches), ("ppc", alt.patch_dim, geo.patch_dim),
                                  ("t", alt.tokens, geo.tokens), ("att", alt.attention_entries, geo.attention_entries)]:
             st.metric(t(f"step1.whatif.{label}"), f"{now:,}", t("step1.whatif.delta", x=now / base, P=P),
                       delta_color="off", delta_arrow="off")
-    st.markdown(t("step1.whatif.cost", Q=Q, N=alt.num_patches, T=alt.tokens, T2=alt.attention_entries, P=P,
+    st.markdown(t("step1.whatif.cost", N=alt.num_patches, T=alt.tokens, T2=alt.attention_entries, P=P,
                   T0=geo.tokens, x=alt.attention_entries / geo.attention_entries))
+    if S < Q:
+        st.caption(t("step1.stride.caption", overlap=alt.overlap, used_h=alt.used[0], used_w=alt.used[1], H=s.H, W=s.W))
     st.info(t("step1.whatif.trained", P=P))
 
 

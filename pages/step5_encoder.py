@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from vit_core import analysis, viz
-from vit_core.viz import encoder as vz
+from vit_core import analysis, experiments as ex, viz
+from vit_core.viz import encoder as vz, experiments as vx
 
 t = ui.t
 lv = ui.page("step5", vit_only=True)
@@ -15,6 +15,7 @@ s = tr.shapes
 p, h, w, P, T, D, L, H = s.prefix, s.h, s.w, s.P, s.T, s.D, s.L, s.heads
 hd = D // H
 labels = ui.token_labels(tr)
+names = lv.class_names()
 cost = analysis.attention_cost(T, H, L, D)
 x = r"\times"
 
@@ -85,6 +86,41 @@ def attention():  # layer, head and query patch: changing one reruns this sectio
     maps = A[:, query, p:].reshape(H, h, w)  # (heads, h, w)
     ui.plot(vz.map_grid(maps, [t("step5.heads.panel", h=i + 1) for i in range(H)], colorbar_title=t("step5.attention"),
                         cols=6, mark=(r, c), hover=t("step5.hover.map")), key="step5.heads")
+    windows(layer, head, (r, c))
+
+
+def windows(layer: int, head: int, patch: tuple[int, int]):  # Swin-style windows laid on this layer's attention
+    st.subheader(t("step5.windows.title"))
+    st.markdown(t("step5.windows.body"))
+    k = st.columns(2)
+    win = k[0].slider(t("step5.windows.size"), 1, max(h, w), key=ui.setting(f"step5.windows.size.{h}x{w}",
+                                                                            max(2, min(h, w) // 2)))
+    shift = k[1].toggle(t("step5.windows.shift"), key=ui.setting("step5.windows.shift", False),
+                        help=t("step5.windows.shift_help"))
+    stats = ex.window_stats(tr.attentions, tr.grid, win, shift, p)
+    attention, lost = ex.query_window(tr.attentions, tr.grid, win, shift, layer, head, patch, p)
+    probs, own = ui.windowed_probs(lv, win, shift), tr.probs[0]
+    left, right = st.columns([3, 2])
+    with left:
+        ui.clickable_chart(vx.window_figure(lv.display, attention.numpy(), P, win, ex.window_offset(win, shift), patch,
+                                            colorbar_title=t("step5.attention"), hover=t("step5.windows.hover"),
+                                            title=t("step5.windows.fig.window", r=patch[0], c=patch[1], l=layer + 1,
+                                                    h=head + 1)), key="step5.windows.fig", grid=tr.grid)
+    with right:
+        st.metric(t("step5.windows.metric.lost"), f"{lost:.1%}")
+        st.metric(t("step5.windows.metric.windows"), f"{stats.windows}")
+        st.metric(t("step5.windows.metric.pairs"), f"{stats.allowed_pairs:,}", t("step5.windows.of_pairs",
+                  total=f"{stats.total_pairs:,}", ratio=f"{stats.cost_ratio:.1%}"), delta_color="off", delta_arrow="off")
+        for key, pr in (("own", own), ("windowed", probs)):
+            st.metric(t(f"step5.windows.whatif.{key}"), names[int(pr.argmax())], f"{float(pr.max()):.1%}",
+                      delta_color="off", delta_arrow="off")
+    ui.plot(vx.layer_lines({t("step5.windows.series.outside"): stats.outside.mean(1).numpy(),
+                            t("step5.windows.series.head", h=head + 1): stats.outside[:, head].numpy(),
+                            t("step5.windows.series.prefix"): stats.prefix.mean(1).numpy()},
+                           x_title=t("step5.axis.layer"), y_title=t("step5.windows.share"),
+                           title=t("step5.windows.fig.layers", w=win)), key="step5.windows.layers")
+    st.caption(t("step5.windows.layers.caption"))
+    st.info(t("step5.windows.whatif.caption"))
 
 
 attention()

@@ -15,7 +15,7 @@ from vit_core.i18n import translate
 PAGES = ["pages/home.py", "pages/step1_patchify.py", "pages/step2_project.py", "pages/step3_position.py",
          "pages/step4_cls.py", "pages/step5_encoder.py", "pages/step6_classify.py", "pages/rollout_lab.py",
          "pages/cnn_vs_vit.py", "pages/classroom.py", "pages/exp_position.py", "pages/exp_logit_lens.py",
-         "pages/exp_occlusion.py", "pages/exp_windows.py", "pages/exp_finetune.py"]
+         "pages/exp_finetune.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = pytest.mark.slow

@@ -1,17 +1,17 @@
-"""The five experiment pages in Streamlit's AppTest: clean in both languages, their numbers the same as
+"""The experiment pages in Streamlit's AppTest: clean in both languages, their numbers the same as
 vit_core computes them straight (the oracle), and their translated choices kept across a language switch."""
 
+import io
 import re
 
 import numpy as np
 import pytest
-import torch
 
 from apptest import assert_clean, charts, choice, live_trace, open_app, plotly_array, texts
 from vit_core import data, experiments as ex
+from vit_core.i18n import translate
 
-PAGES = ["pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_occlusion.py", "pages/exp_windows.py",
-         "pages/exp_finetune.py"]
+PAGES = ["pages/exp_position.py", "pages/exp_logit_lens.py", "pages/exp_finetune.py"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = pytest.mark.slow
@@ -85,34 +85,6 @@ def test_logit_lens_page_reads_the_lens(live):
     assert plotly_array(rank).tolist() == (lens.final_rank + 1).tolist()
 
 
-def test_occlusion_page_maps_are_the_engines(live):
-    model, _, tr = live
-    cls = int(tr.probs[0].topk(2).indices[1])  # the runner-up class
-    at = open_app("en", "pages/exp_occlusion.py")
-    choice(at, "selectbox", "exp.occlusion.class").set_value(cls).run()
-    assert_clean(at)
-    occlusion = ex.occlusion_map(ex.predictor(model), tr.pixels, tr.grid, tr.patch_size, cls)
-    z = plotly_array(charts(at)["exp.occlusion.occlusion"]["data"][1]["z"])
-    np.testing.assert_allclose(z, occlusion.numpy(), atol=1e-5)
-    rho = at.dataframe[0].value.iloc[0, 1]
-    assert rho == pytest.approx(ex.spearman(occlusion, torch.tensor(
-        plotly_array(charts(at)["exp.occlusion.rollout"]["data"][1]["z"]))), abs=1e-4)
-
-
-def test_windows_page_counts_are_the_engines(live):
-    _, _, tr = live
-    h, w = tr.grid
-    at = open_app("en", "pages/exp_windows.py")
-    at.slider(key=f"exp.windows.size.{h}x{w}").set_value(3).run()
-    at.toggle(key="exp.windows.shift").set_value(True).run()
-    assert_clean(at)
-    stats = ex.window_stats(tr.attentions, tr.grid, 3, True, tr.num_prefix_tokens)
-    assert metric(at, "Windows") == str(stats.windows)
-    assert metric(at, "Patch pairs") == f"{stats.allowed_pairs:,}"
-    lines = charts(at)["exp.windows.layers"]["data"]
-    np.testing.assert_allclose(plotly_array(lines[0]["y"]), stats.outside.mean(1).numpy(), rtol=1e-5)
-
-
 @pytest.mark.skipif(not data.is_available(), reason="Fashion-MNIST is not installed "
                     "(sudo apt-get install -y dataset-fashion-mnist)")
 def test_finetune_page_reports_the_probe_and_trains_from_scratch(live):
@@ -134,21 +106,21 @@ def test_finetune_page_reports_the_probe_and_trains_from_scratch(live):
 def test_translated_choices_survive_a_language_switch(live):
     _, _, tr = live
     cls = int(tr.probs[0].topk(3).indices[2])
-    at = open_app("en", "pages/exp_occlusion.py")
-    choice(at, "selectbox", "exp.occlusion.class").set_value(cls).run()
-    choice(at, "segmented_control", "exp.occlusion.curve").set_value("gradient").run()
+    at = open_app("en", "pages/rollout_lab.py")
+    choice(at, "selectbox", "rollout.class").set_value(cls).run()
+    choice(at, "radio", "rollout.target").set_value("gradient").run()
     for lang in ("zh", "en", "zh"):
         at.sidebar.button_group(key="vx.lang").set_value(lang).run()
         assert_clean(at)
         at.switch_page("pages/exp_finetune.py").run()  # the next run, where a stale label would arrive
         assert_clean(at)
-        at.switch_page("pages/exp_occlusion.py").run()
+        at.switch_page("pages/rollout_lab.py").run()
         assert_clean(at)
-        assert (at.session_state["exp.occlusion.class"], at.session_state["exp.occlusion.curve"]) == (cls, "gradient")
+        assert (at.session_state["rollout.class"], at.session_state["rollout.target"]) == (cls, "gradient")
         assert bool(CJK.search(at.title[0].value)) == (lang == "zh")
-    choice(at, "segmented_control", "exp.occlusion.curve").set_value("rollout").run()  # and it still works in 中文
+    choice(at, "radio", "rollout.target").set_value("occlusion").run()  # and it still works in 中文
     assert_clean(at)
-    assert at.session_state["exp.occlusion.curve"] == "rollout"
+    assert at.session_state["rollout.target"] == "occlusion"
 
 
 @pytest.mark.skipif(not data.is_available(), reason="Fashion-MNIST is not installed")
@@ -164,3 +136,52 @@ def test_the_class_multiselect_survives_a_language_switch():
     widget.set_value([0, 1, 3]).run()
     assert_clean(at)
     assert at.session_state["exp.finetune.classes"] == [0, 1, 3]
+
+
+def png_bytes(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_finetune_on_own_pictures_fits_the_probe_and_says_what_is_wrong(live, lang):
+    """Two classes of the reader's pictures (committed samples and variants), one file that is no picture: the
+    page's accuracies and its answer for the current image are the engine's on the same split, the bad file is
+    a sentence in the reader's language, and a class name is shown as typed, never as markup."""
+    from test_experiments import own_pictures
+    from vit_core.images import load_image
+
+    model, card, tr = live
+    at = open_app(lang, "pages/exp_finetune.py")
+    choice(at, "segmented_control", "exp.finetune.mode").set_value("own").run()
+    assert_clean(at)
+    assert translate("exp.finetune.own.need", lang, min=2) in [i.value for i in at.info]
+    name = "<b>cat</b> *1*"
+    at.text_input(key="exp.finetune.own.name.0").set_value(name).run()
+    rocket = own_pictures("photo_rocket.jpg", 2)
+    photo = io.BytesIO()
+    rocket[1].save(photo, "JPEG")
+    files = {0: [png_bytes(img) for img in own_pictures("photo_chelsea.jpg", 3)], 1: [png_bytes(rocket[0])]}
+    for i, blobs in files.items():
+        uploader = at.file_uploader(key=f"exp.finetune.own.files.{i}")
+        for j, blob in enumerate(blobs):
+            uploader.upload(f"p{j}.png", blob, "image/png")
+    uploader.upload("notes_[x].png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "image/png")  # class 2: no picture
+    at.toggle(key="exp.finetune.own.camera_on.1").set_value(True).run()
+    at.camera_input(key="exp.finetune.own.camera.1").upload("camera.jpg", photo.getvalue()).run()  # its second
+    files[1].append(photo.getvalue())
+    assert_clean(at)
+    warned = [w.value for w in at.warning]
+    assert len(warned) == 1 and "notes" in warned[0] and bool(CJK.search(warned[0])) == (lang == "zh"), warned
+
+    names = [name, translate("exp.finetune.own.default", lang, i=2)]
+    task = ex.own_set(names, [[load_image(b) for b in files[i]] for i in (0, 1)], seed=0)
+    res = ex.probe_task(model, card.preprocess, task, seed=0)
+    assert metric(at, translate("exp.finetune.train_acc", lang, n=4)) == f"{res.train_accuracy:.1%}"
+    assert metric(at, translate("exp.finetune.test_acc", lang, n=1)) == f"{res.test_accuracy:.1%}"
+    bars = charts(at)["exp.finetune.new"]["data"][0]
+    np.testing.assert_allclose(plotly_array(bars["x"]), res.probe.classify(tr).numpy(), atol=1e-4)
+    assert "&lt;b&gt;cat&lt;/b&gt; *1*" in bars["y"] and name not in bars["y"]  # plotly would draw <b> as bold
+    assert translate("exp.finetune.own.split", lang, train=4, held=1, seed=0, hold=2 + 1) in [c.value for c in at.caption]
+    assert not any("<b>cat</b>" in s for s in texts(at))  # the name reaches no Markdown as markup

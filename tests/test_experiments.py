@@ -2,12 +2,14 @@
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageEnhance, ImageOps
 
 from vit_core import experiments as ex
 from vit_core.data import is_available, load_fashion_mnist
@@ -190,6 +192,44 @@ def test_compare_maps_counts_its_passes_and_reports_three_maps(model, monkeypatc
     assert rand.deletion_auc == pytest.approx(torch.trapezoid(rand.deletion, res.fractions).item())
 
 
+def test_compare_maps_honours_the_rollout_settings_and_judges_against_random(model):
+    """The rollout and gradient maps are analysis' own with the lab's settings, each map's curves are
+    deletion_insertion run straight, random is the mean of the seeded orders, and the verdict follows the AUCs."""
+    from vit_core import analysis
+
+    tr = model.trace(image(model))
+    settings = dict(residual=False, head_fusion="max", discard_ratio=0.3, start_layer=1, end_layer=3)
+    res = ex.compare_maps(model, tr, 4, steps=5, random_orders=3, seed=7, **settings)
+    p = tr.num_prefix_tokens
+    joint = analysis.attention_rollout(tr.attentions, num_prefix_tokens=p, **settings)
+    torch.testing.assert_close(res.maps["rollout"], analysis.rollout_to_grid(joint, tr.grid, p)[0])
+    _, grads = analysis.attention_gradients(model, tr.pixels, 4)
+    R = analysis.gradient_rollout(tr.attentions, grads, start_layer=1, end_layer=3)
+    torch.testing.assert_close(res.maps["gradient"], analysis.rollout_to_grid(R, tr.grid, p)[0], rtol=1e-4, atol=1e-6)
+    default = ex.compare_maps(model, tr, 4, steps=5, random_orders=1)
+    assert not torch.allclose(default.maps["rollout"], res.maps["rollout"])  # the settings reached the map
+
+    predict = ex.predictor(model)
+    run = lambda s: analysis.deletion_insertion(predict, tr.pixels, s, tr.grid, 4, 4, steps=5)  # noqa: E731
+    g = torch.Generator().manual_seed(7)
+    randoms = [run(analysis.random_scores(tr.grid, g)) for _ in range(3)]
+    for name in ex.MAPS:
+        curves, direct = res.curves(name), run(res.maps[name])
+        for kind in ("deletion", "insertion"):
+            torch.testing.assert_close(curves[kind], direct[kind], atol=1e-5, rtol=0)
+            assert curves[f"{kind}_auc"] == pytest.approx(direct[f"{kind}_auc"], abs=1e-5)
+            mean = torch.stack([r[kind] for r in randoms]).mean(0)
+            torch.testing.assert_close(curves[f"random_{kind}"], mean, atol=1e-5, rtol=0)
+            assert curves[f"random_{kind}_auc"] == pytest.approx(np.mean([r[f"{kind}_auc"] for r in randoms]),
+                                                                 abs=1e-5)  # AUC of the mean = mean of the AUCs
+        f, r = res.faithfulness[name], res.faithfulness["random"]
+        good = (f.deletion_auc < r.deletion_auc - 0.01, f.insertion_auc > r.insertion_auc + 0.01)
+        assert res.beats(name) == good
+        assert res.verdict(name) == ("both" if all(good) else "some" if any(good) else "none")
+    assert res.verdict("random", margin=0.0) == "none"  # random never beats itself
+    assert res.beats("occlusion", margin=10.0) == (False, False)
+
+
 # ----------------------------------------------------------------------------- 4. stride and windows
 
 @pytest.mark.parametrize("size,P,S", [((28, 28), 4, 4), ((28, 28), 4, 2), ((28, 28), 7, 3), ((24, 40), 8, 5),
@@ -369,6 +409,53 @@ def test_linear_probe_on_the_embedded_backbone_reaches_its_stated_accuracy():
     tr = backbone.trace(ex.to_pixels(card.preprocess, task.test_images[:1]))
     torch.testing.assert_close(res.probe.classify(tr), res.probe.probs(
         ex.cls_features(backbone, ex.to_pixels(card.preprocess, task.test_images[:1])))[0])
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "assets" / "samples"
+
+
+def own_pictures(name: str, n: int) -> list:
+    """A committed sample and up to three variants of it (mirrored, cropped, darker): a learner's few photos."""
+    img = Image.open(SAMPLES / name).convert("RGB")
+    w, h = img.size
+    return [img, ImageOps.mirror(img), img.crop((w // 10, h // 10, w - w // 10, h - h // 10)),
+            ImageEnhance.Brightness(img).enhance(0.75)][:n]
+
+
+def test_own_set_holds_one_seeded_picture_out_of_each_class_of_three_or_more():
+    pics = [own_pictures("fmnist_bag.png", 4), own_pictures("fmnist_trouser.png", 3), own_pictures("fmnist_dress.png", 2)]
+    task = ex.own_set(["bag", "trouser", "dress"], pics, seed=0)
+    assert task.held_out[2] is None and all(0 <= i < len(p) for i, p in zip(task.held_out[:2], pics))
+    assert task.test_labels.tolist() == [0, 1] and task.train_labels.tolist() == [0, 0, 0, 1, 1, 2, 2]
+    for c, i in enumerate(task.held_out[:2]):
+        assert task.test_images[c] is pics[c][i] and not any(img is pics[c][i] for img in task.train_images)
+    assert ex.own_set(["bag", "trouser", "dress"], pics, seed=0).held_out == task.held_out  # seeded
+    assert {tuple(ex.own_set(["a", "b", "c"], pics, seed=s).held_out) for s in range(6)} != {tuple(task.held_out)}
+    for bad in ([pics[0]], [pics[0], pics[2][:1]]):  # one class; a class of one picture
+        with pytest.raises(ValueError):
+            ex.own_set(["x"] * len(bad), bad)
+
+
+def test_probe_on_own_pictures_reads_the_traced_features_and_reaches_its_stated_accuracy():
+    """Four classes of the learner's own photos (committed samples and variants: 4, 4, 3 and 2 pictures), seed 0:
+    one picture of each of the first three classes held out. On this fixed split the embedded backbone's probe
+    is right on all 10 training and all 3 held-out pictures."""
+    from vit_core import load_model
+
+    backbone, card = load_model()
+    counts = {"photo_chelsea.jpg": 4, "photo_coffee.jpg": 4, "photo_rocket.jpg": 3, "photo_astronaut.jpg": 2}
+    task = ex.own_set(["cat", "coffee", "rocket", "astronaut"], [own_pictures(n, k) for n, k in counts.items()], seed=0)
+    res = ex.probe_task(backbone, card.preprocess, task, seed=0)
+    assert (res.images, len(task.test_labels)) == (13, 3)
+    assert (res.train_accuracy, res.test_accuracy) == (1.0, 1.0)
+    # independently: each picture traced on its own, its CLS output (what the model's head reads) into the probe
+    traced = torch.cat([backbone.trace(card.preprocess(img)).final[:, 0].cpu() for img in task.test_images])
+    predicted = res.probe.probs(traced).argmax(-1)
+    assert predicted.tolist() == task.test_labels.tolist()
+    torch.testing.assert_close(res.probe.probs(traced), res.probe.probs(ex.cls_features(
+        backbone, ex.to_pixels(card.preprocess, task.test_images))), atol=1e-5, rtol=0)
+    two = ex.own_set(["cat", "coffee"], [own_pictures("photo_chelsea.jpg", 2), own_pictures("photo_coffee.jpg", 2)])
+    assert ex.probe_task(backbone, card.preprocess, two).test_accuracy is None  # nothing held out: no number
 
 
 def test_pictures_travel_as_small_images():

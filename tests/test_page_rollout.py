@@ -14,7 +14,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from apptest import assert_clean, choice, charts, live_trace, open_app, plotly_array, save_vit
-from vit_core import analysis, zoo
+from vit_core import analysis, experiments as ex, zoo
 from vit_core.card import Preprocess
 from vit_core.i18n import translate
 from vit_core.images import image_digest
@@ -34,35 +34,8 @@ def test_top_patches_on_a_non_square_grid():
     assert len(analysis.top_patches(values, 10)) == 6
 
 
-def test_faithfulness_check_is_deletion_insertion_plus_seeded_random_orders():
-    grid, P = (2, 3), 2
-    weights = torch.arange(6.0).reshape(grid)  # patch (i, j) counts as much as its index
-    image = torch.ones(1, 1, 4, 6)
-
-    def predict(x):  # (b, 1, 4, 6) -> (b, 2): p(class 1) grows with the weighted sum of the visible patches
-        cells = x.reshape(-1, 2, P, 3, P).mean((2, 4))  # (b, h, w)
-        z = (cells * weights).sum((1, 2)) / weights.sum()
-        return torch.stack([1 - z, z], 1)
-
-    out = analysis.faithfulness_check(predict, image, weights, grid, P, 1, steps=3, random_orders=3, seed=7)
-    direct = analysis.deletion_insertion(predict, image, weights, grid, P, 1, steps=3)
-    g = torch.Generator().manual_seed(7)
-    randoms = [analysis.deletion_insertion(predict, image, analysis.random_scores(grid, g), grid, P, 1, steps=3)
-               for _ in range(3)]
-    for key in ("fractions", "deletion", "insertion"):
-        torch.testing.assert_close(out[key], direct[key])
-    for curve in ("deletion", "insertion"):
-        torch.testing.assert_close(out[f"random_{curve}"], torch.stack([r[curve] for r in randoms]).mean(0))
-        auc = torch.trapezoid(out[f"random_{curve}"], out["fractions"]).item()  # AUC of the mean = mean of the AUCs
-        assert out[f"random_{curve}_auc"] == pytest.approx(auc)
-    # ranking by the true weights is the best possible order: it beats the random ones
-    assert out["deletion_auc"] < out["random_deletion_auc"] and out["insertion_auc"] > out["random_insertion_auc"]
-    with pytest.raises(ValueError):
-        analysis.faithfulness_check(predict, image, weights, grid, P, 1, random_orders=0)
-
-
 def test_overlay_image_blends_viridis_over_the_picture():
-    grid, P = (2, 3), 4
+    P = 4
     picture = np.random.default_rng(0).random((8, 12, 3))
     values = np.array([[0.0, 1.0, 2.0], [2.0, 0.5, 0.0]])
     viridis = colormaps["viridis"]
@@ -194,17 +167,75 @@ def test_page_shows_live_maps_checks_faithfulness_and_exports_what_it_shows(lang
     png = Image.open(io.BytesIO(downloads[next(n for n in downloads if n.endswith(".png"))]))
     assert png.format == "PNG" and min(png.size) >= 448
 
-    # the faithfulness check, on the predicted class, with every patch as a step (49 for a 7×7 grid)
-    downloads.clear()
-    at.button(key="rollout.run").click().run()
-    assert_clean(at)
+    # the faithfulness check of this cheap model ran unasked, on the predicted class, every patch a step (49 for 7×7)
+    assert "rollout.run" not in [b.key for b in at.button], "a cheap check needs no click"
     top1 = int(tr.probs[0].argmax())
     steps = at.slider(key=f"rollout.steps.{tr.grid[0] * tr.grid[1]}").value
     ours = check_faithfulness(at, model, tr, shown, top1, steps)
-    record = json.loads(downloads[next(n for n in downloads if n.endswith(".json"))])
     assert record["faithfulness"]["deletion_auc"] == pytest.approx(ours["deletion_auc"], abs=1e-6)
     assert record["class_index"] == top1
     assert any(n.endswith("_curves.csv") for n in downloads)
+
+
+@pytest.mark.slow
+def test_occlusion_beside_the_rollouts_agrees_and_is_judged_with_them(fmnist_model, downloads):
+    """Occlusion is the engine's, its rank correlation with the shown rollout is Spearman's, the three maps and
+    random are judged in one table, and the curves and exports follow the map picked, with the lab's settings."""
+    at = start("zh", fmnist_model)
+    model, _, tr = live_trace(fmnist_model)
+    L = len(tr.layers)
+    cls = int(tr.probs[0].topk(2).indices[1])  # the runner-up class
+    choice(at, "selectbox", "rollout.class").set_value(cls).run()
+    at.slider(key="rollout.discard").set_value(0.3).run()
+    at.slider(key=f"rollout.layers.{L}").set_value((2, L)).run()
+    at.slider(key="rollout.orders").set_value(2).run()
+    assert_clean(at)
+    occlusion = ex.occlusion_map(ex.predictor(model), tr.pixels, tr.grid, tr.patch_size, cls)
+    np.testing.assert_allclose(shown_map(at, "rollout.occlusion"), occlusion.numpy(), atol=1e-5)
+    rollout = shown_map(at, "rollout.map")
+    np.testing.assert_allclose(rollout, expected_rollout(tr, discard_ratio=0.3, start_layer=1, end_layer=L), atol=1e-7)
+    agree, _, faith = at.dataframe[0].value, at.dataframe[1].value, at.dataframe[2].value
+    assert agree.iloc[0, 1] == pytest.approx(ex.spearman(occlusion, torch.tensor(rollout)), abs=1e-4)
+    res = ex.compare_maps(model, tr, cls, discard_ratio=0.3, start_layer=1, end_layer=L,
+                          steps=tr.grid[0] * tr.grid[1], random_orders=2)
+    for row, name in enumerate(ex.MAPS + ("random",)):
+        assert faith.iloc[row, 1] == pytest.approx(res.faithfulness[name].deletion_auc, abs=1e-5)
+        assert faith.iloc[row, 2] == pytest.approx(res.faithfulness[name].insertion_auc, abs=1e-5)
+    assert faith.iloc[0, 3] == translate(f"rollout.faith.short.{res.verdict('occlusion')}", "zh")
+
+    downloads.clear()
+    choice(at, "radio", "rollout.target").set_value("occlusion").run()
+    assert_clean(at)
+    curve = plotly_array(figure(at, "rollout.deletion")["data"][0]["y"])
+    np.testing.assert_allclose(curve, res.faithfulness["occlusion"].deletion.numpy(), atol=1e-5)
+    record = json.loads(downloads[next(n for n in downloads if n.endswith("_occlusion.json"))])
+    np.testing.assert_allclose(record["map"], occlusion.numpy(), atol=1e-5)
+    assert record["faithfulness"]["random_insertion_auc"] == pytest.approx(res.faithfulness["random"].insertion_auc,
+                                                                           abs=1e-5)
+    for lang in ("en", "zh"):  # the class and the map picked survive a language switch
+        at.sidebar.button_group(key="vx.lang").set_value(lang).run()
+        assert_clean(at)
+        assert (at.session_state["rollout.class"], at.session_state["rollout.target"]) == (cls, "occlusion")
+
+
+@pytest.mark.slow
+def test_a_costly_model_waits_for_the_click_and_keeps_the_result(fmnist_model, monkeypatch):
+    monkeypatch.setattr(ex, "AUTO_MACS", 0)  # every model is costly now
+    at = start("en", fmnist_model)
+    model, _, tr = live_trace(fmnist_model)
+    N = tr.grid[0] * tr.grid[1]
+    assert "rollout.occlusion" not in charts(at) and "rollout.deletion" not in charts(at)
+    passes = ex.comparison_passes(N, at.slider(key=f"rollout.steps.{N}").value, 1)
+    assert str(passes) in at.button(key="rollout.run").label
+    at.button(key="rollout.run").click().run()
+    assert_clean(at)
+    assert {"rollout.occlusion", "rollout.deletion", "rollout.insertion"} <= set(charts(at))
+    at.toggle(key="rollout.residual").set_value(True).run()  # a rerun with the same settings keeps it
+    assert "rollout.deletion" in charts(at)
+    at.slider(key="rollout.discard").set_value(0.5).run()  # new settings: the old result is not passed off as theirs
+    assert_clean(at)
+    assert "rollout.deletion" not in charts(at) and at.button(key="rollout.run").label
+    assert any(translate("rollout.faith.stale", "en") == c.value for c in at.caption)
 
 
 @pytest.mark.slow
@@ -263,7 +294,5 @@ def test_own_photo_on_a_deit_like_model_with_a_non_square_grid(tmp_path, monkeyp
     np.testing.assert_allclose(shown, expected_rollout(tr, start_layer=0, end_layer=3), rtol=1e-5, atol=1e-7)
     assert float(at.metric[0].value) == pytest.approx(1.0, abs=1e-4)
 
-    at.button(key="rollout.run").click().run()
-    assert_clean(at)
-    check_faithfulness(at, model, tr, shown, int(tr.probs[0].argmax()), steps=6)
+    check_faithfulness(at, model, tr, shown, int(tr.probs[0].argmax()), steps=6)  # cheap: shown unasked
     assert Path(next(n for n in downloads if n.endswith(".png"))).stem == "my_photo_rollout"

@@ -222,6 +222,19 @@ def test_step1_page(lang, model_id):
     shapes = charts(at)["step1.whatif.grid"]["layout"]["shapes"]
     assert len(shapes) == (H // Q + 1) + (W // Q + 1)  # one line per patch border
     assert_clean(at)
+    # a stride below P: the patches overlap, N and T² follow the unfold with that stride
+    choice(at, "select_slider", "vx.step1.whatif").set_value(P).run()
+    S = max(1, P // 2)
+    at.slider(key=f"vx.step1.stride.{P}").set_value(S).run()
+    assert_clean(at)
+    n_over = F.unfold(torch.zeros(1, C, H, W), P, stride=S).shape[-1]
+    assert metrics(at)[n_label].value == f"{n_over:,}" and n_over > h * w
+    T = n_over + tr.num_prefix_tokens
+    assert metrics(at)[translate("step1.whatif.att", lang)].value == f"{T * T:,}"
+    assert len(charts(at)["step1.whatif.grid"]["layout"]["shapes"]) == 9 + 1  # a patch, 8 neighbours, the used area
+    used = [(n - P) // S * S + P for n in (H, W)]  # the pixels some patch covers
+    assert translate("step1.stride.caption", lang, overlap=P - S, used_h=used[0], used_w=used[1], H=H, W=W) in \
+        [c.value for c in at.caption]
 
 
 @pytest.mark.slow

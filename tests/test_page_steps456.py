@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from apptest import assert_clean, choice, charts, live_trace, open_app, plotly_array, select_patch, texts
-from vit_core import analysis
+from vit_core import analysis, experiments as ex
 from vit_core.i18n import placeholders, translate
 from vit_core.model import ViT, ViTConfig
 from vit_core.viz import encoder as vz
@@ -291,6 +291,36 @@ def test_step5_attention_follows_layer_head_and_query(lang, fmnist_model):
     after_query = check(1, 1, p + h * w - 1)
     for a, b in ((before, after_layer), (after_layer, after_head), (after_head, after_query)):
         assert not np.allclose(a, b)  # every control changes the map
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lang", LANGS)
+def test_step5_windows_on_the_chosen_attention_count_like_the_engine(lang, fmnist_model):
+    model, card, tr = live_trace(fmnist_model)
+    p, (h, w) = tr.num_prefix_tokens, tr.grid
+    at = open_app(lang, "pages/step5_encoder.py", **{"vx.model": fmnist_model})
+    at.slider(key="vx.enc.layer").set_value(2).run()
+    at.slider(key="vx.enc.head").set_value(2).run()
+    select_patch(at, 1, w - 2)
+    at.slider(key=f"step5.windows.size.{h}x{w}").set_value(3).run()
+    at.toggle(key="step5.windows.shift").set_value(True).run()
+    assert_clean(at)
+    metric = {m.label: m for m in at.metric}
+    stats = ex.window_stats(tr.attentions, tr.grid, 3, True, p)
+    assert metric[translate("step5.windows.metric.windows", lang)].value == str(stats.windows)
+    assert metric[translate("step5.windows.metric.pairs", lang)].value == f"{stats.allowed_pairs:,}"
+    # the query's attention is layer 2, head 2 of the patch chosen above; its share outside its shifted window
+    row = tr.attentions[1][0, 1, p + 1 * w + w - 2, p:]
+    outside = row[~ex.window_mask(tr.grid, 3, True)[1 * w + w - 2]].sum()
+    assert metric[translate("step5.windows.metric.lost", lang)].value == f"{float(outside):.1%}"
+    np.testing.assert_allclose(overlay_map(at, "step5.windows.fig"), row.reshape(h, w).numpy(), atol=1e-6)
+    lines = chart(at, "step5.windows.layers")
+    np.testing.assert_allclose(plotly_array(lines[0]["y"]), stats.outside.mean(1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(plotly_array(lines[1]["y"]), stats.outside[:, 1].numpy(), rtol=1e-5)
+    probs = ex.windowed_probs(model, tr.pixels, 3, True)[0]  # the what-if: same weights, windowed attention
+    names = card.names(lang)
+    shown = metric[translate("step5.windows.whatif.windowed", lang)]
+    assert (shown.value, shown.delta) == (names[int(probs.argmax())], f"{float(probs.max()):.1%}")
 
 
 @pytest.mark.slow

@@ -152,19 +152,6 @@ def attention_gradients(model, pixels: torch.Tensor, class_index) -> tuple[list[
     return [a.detach() for a in trace.attentions], [g.detach() for g in gradients]
 
 
-def model_faithfulness(model, pixels: torch.Tensor, scores, grid: tuple[int, int], patch_size: int,
-                       class_index: int, *, steps: int, random_orders: int) -> dict:
-    """faithfulness_check of a map for `model` itself: batches on the model's device (a batch of 8 or 16,
-    sized so its attention maps stay small), probabilities back on the CPU."""
-    def predict(batch):  # (n, C, H, W) -> class probabilities
-        with torch.inference_mode():
-            return model(batch.to(model.device)).softmax(-1).cpu()
-
-    T, H = grid[0] * grid[1] + model.cfg.num_prefix_tokens, model.cfg.num_heads
-    return faithfulness_check(predict, pixels, scores, grid, patch_size, class_index, steps=steps,
-                              random_orders=random_orders, batch_size=16 if T * T * H <= 2**16 else 8)
-
-
 # ----------------------------------------------------------------------------- how far attention reaches
 
 def patch_distances(grid: tuple[int, int], patch_size: int, device=None) -> torch.Tensor:
@@ -604,29 +591,6 @@ def top_patches(values: torch.Tensor, k: int = 5) -> list[tuple[int, int, float]
     h, w = values.shape
     top = values.reshape(-1).float().topk(min(k, h * w))
     return [(int(i) // w, int(i) % w, float(v)) for v, i in zip(top.values, top.indices)]
-
-
-def faithfulness_check(predict: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor, scores: torch.Tensor,
-                       grid: tuple[int, int], patch_size: int, class_index: int, *, steps: int | None = None,
-                       random_orders: int = 1, seed: int = 0, batch_size: int = 16) -> dict:
-    """`deletion_insertion` for a map and for `random_orders` random patch orders drawn with a fixed seed.
-
-    Returns deletion_insertion's dict for `scores`, plus "random_deletion" / "random_insertion": the
-    mean curve over the random orders, and "random_deletion_auc" / "random_insertion_auc": the mean
-    of their AUCs (equal to the AUC of the mean curve: the trapezoid is linear). A map is only worth
-    reading if it beats a random order: lower deletion AUC, higher insertion AUC.
-    """
-    if random_orders < 1:
-        raise ValueError("random_orders must be at least 1")
-    run = lambda s: deletion_insertion(predict, pixels, s, grid, patch_size, class_index,  # noqa: E731
-                                       steps=steps, batch_size=batch_size)
-    result = run(scores)
-    generator = torch.Generator().manual_seed(seed)
-    randoms = [run(random_scores(grid, generator)) for _ in range(random_orders)]
-    for curve in ("deletion", "insertion"):
-        result[f"random_{curve}"] = torch.stack([r[curve] for r in randoms]).mean(0)
-        result[f"random_{curve}_auc"] = sum(r[f"{curve}_auc"] for r in randoms) / random_orders
-    return result
 
 
 # --- cnn page (CNN vs ViT reach)

@@ -2,10 +2,12 @@
 
     position_experiment   shuffle the patches, with and without E_pos: without it the CLS output cannot change
     logit_lens            read the final LayerNorm + head off the CLS (and every patch) token after each block
-    compare_maps          occlusion sensitivity beside attention rollout and gradient rollout, and how faithful each is
+    compare_maps          occlusion sensitivity beside attention rollout and gradient rollout (with the rollout lab's
+                          settings), how well they agree, and how faithful each is against random patch orders
     stride_geometry       overlapping patches (stride < P): N, P²·C and the T×T cost of the cut
     window_stats          Swin-style w×w windows laid on the model's own attention: what they would cut, and the cost
-    fit_linear_probe      "teach it new classes": a linear head on the backbone's CLS features, against
+    fit_linear_probe      "teach it new classes": a linear head on the backbone's CLS features (Fashion-MNIST
+                          classes or the learner's own pictures, own_set), against
     train_from_scratch    the small ViT trained on the same few images
 
 Every what-if (E_pos taken away, attention kept inside windows) runs the model's own modules on a
@@ -15,12 +17,10 @@ dataclasses of CPU tensors; work is batched on the model's device. No streamlit 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -281,6 +281,10 @@ class Faithfulness:
 MAPS = ("occlusion", "rollout", "gradient")
 
 
+AUTO_MACS = 2e10  # a comparison cheaper than this (about a second on a CPU) may run without a click
+MARGIN = 0.01  # how much lower (deletion) or higher (insertion) an AUC must be than random's to count as beating it
+
+
 @dataclass
 class MapComparison:
     maps: dict[str, torch.Tensor]  # MAPS -> (h, w)
@@ -290,6 +294,27 @@ class MapComparison:
     base_prob: float  # p(class) on the image as it is
     occlusion_s: float  # seconds the occlusion map took
     forward_passes: int  # images the comparison ran through the model
+
+    def beats(self, name: str, margin: float = MARGIN) -> tuple[bool, bool]:
+        """(deletion, insertion): whether map `name` beats the random order on each curve by more than
+        `margin` in AUC, so that a random model's noise does not read as a faithful map."""
+        f, r = self.faithfulness[name], self.faithfulness["random"]
+        return f.deletion_auc < r.deletion_auc - margin, f.insertion_auc > r.insertion_auc + margin
+
+    def verdict(self, name: str, margin: float = MARGIN) -> str:
+        """"both", "some" or "none": on how many of the two curves map `name` beats random by the margin."""
+        good = self.beats(name, margin)
+        return "both" if all(good) else "some" if any(good) else "none"
+
+    def curves(self, name: str) -> dict:
+        """Map `name`'s curves and AUCs beside the random order's, as plain keys (deletion, random_deletion,
+        deletion_auc, random_deletion_auc, ... and fractions): what the exports write."""
+        f, r = self.faithfulness[name], self.faithfulness["random"]
+        out = {"fractions": self.fractions}
+        for kind in ("deletion", "insertion"):
+            out |= {kind: getattr(f, kind), f"random_{kind}": getattr(r, kind),
+                    f"{kind}_auc": getattr(f, f"{kind}_auc"), f"random_{kind}_auc": getattr(r, f"{kind}_auc")}
+        return out
 
 
 def comparison_passes(num_patches: int, steps: int, random_orders: int) -> int:
@@ -304,19 +329,32 @@ def forward_macs(model: ViT, tokens: int) -> int:
     return count_parameters(model) * tokens
 
 
-def compare_maps(model: ViT, trace: ViTTrace, class_index: int, *, steps: int | None = None,
-                 random_orders: int = 2, seed: int = 0, batch_size: int = 32) -> MapComparison:
-    """Occlusion, attention rollout (residual, mean over heads, all layers) and gradient rollout for one
-    class, their rank correlations, and the deletion/insertion AUC of each against random patch orders."""
+def is_cheap(model: ViT, tokens: int, passes: int) -> bool:
+    """Whether `passes` images of `tokens` tokens cost less than AUTO_MACS, so they may run unasked."""
+    return passes * forward_macs(model, tokens) <= AUTO_MACS
+
+
+def compare_maps(model: ViT, trace: ViTTrace, class_index: int, *, residual: bool = True, head_fusion: str = "mean",
+                 discard_ratio: float = 0.0, start_layer: int = 0, end_layer: int | None = None,
+                 steps: int | None = None, random_orders: int = 2, seed: int = 0,
+                 batch_size: int = 32) -> MapComparison:
+    """Occlusion, attention rollout and gradient rollout for one class, their rank correlations, and the
+    deletion/insertion AUC of each against `random_orders` seeded random patch orders (their mean curve).
+
+    Rollout takes analysis.attention_rollout's settings; both rollouts chain the layers
+    [start_layer, end_layer) (a slice, as there). `steps` + 1 points per curve (default: one per patch)."""
     predict = predictor(model)
     pixels, grid, P, p = trace.pixels.cpu(), trace.grid, trace.patch_size, trace.num_prefix_tokens
     started = time.perf_counter()
     occlusion = occlusion_map(predict, pixels, grid, P, class_index, batch_size=batch_size)
     occlusion_s = time.perf_counter() - started
-    rollout = analysis.rollout_to_grid(analysis.attention_rollout(trace.attentions, num_prefix_tokens=p), grid, p)[0]
+    layers = dict(start_layer=start_layer, end_layer=end_layer)
+    joint = analysis.attention_rollout(trace.attentions, residual=residual, head_fusion=head_fusion,
+                                       discard_ratio=discard_ratio, num_prefix_tokens=p, **layers)
     attentions, grads = analysis.attention_gradients(model, trace.pixels.to(model.device), class_index)
-    gradient = analysis.rollout_to_grid(analysis.gradient_rollout(attentions, grads), grid, p)[0].cpu()
-    maps = {"occlusion": occlusion, "rollout": rollout.cpu(), "gradient": gradient}
+    gradient = analysis.rollout_to_grid(analysis.gradient_rollout(attentions, grads, **layers), grid, p)[0]
+    maps = {"occlusion": occlusion, "rollout": analysis.rollout_to_grid(joint, grid, p)[0].cpu(),
+            "gradient": gradient.cpu()}
     steps = grid[0] * grid[1] if steps is None else steps
     run = lambda s: analysis.deletion_insertion(predict, pixels, s, grid, P, class_index,  # noqa: E731
                                                 steps=steps, batch_size=batch_size)
@@ -481,12 +519,41 @@ def few_shot_set(images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor
     return FewShotSet(list(classes), *gather("train", train), *gather("test", test))
 
 
+@dataclass
+class OwnSet:
+    classes: list[str]  # the learner's class names; class i of the task is classes[i]
+    train_images: list[Image.Image]
+    train_labels: torch.Tensor  # (n,) task labels 0..k-1
+    test_images: list[Image.Image]  # the held-out pictures, never trained on
+    test_labels: torch.Tensor  # (m,)
+    held_out: list[int | None]  # per class: which of its pictures (by upload order) is held out, None if none
+
+
+MIN_OWN, HOLD_FROM = 2, 3  # pictures a class needs; from this many on, one of them is held out
+
+
+def own_set(names: list[str], pictures: list[list[Image.Image]], seed: int = 0) -> OwnSet:
+    """A task from the learner's own pictures (`pictures[i]` of class `names[i]`, at least MIN_OWN each).
+    A class with HOLD_FROM or more pictures gives one of them, drawn with `seed`, to the held-out set;
+    a class with fewer trains on all of them."""
+    if len(names) != len(pictures) or len(names) < 2 or min(map(len, pictures)) < MIN_OWN:
+        raise ValueError(f"need 2 or more classes of {MIN_OWN}+ pictures each, got {list(map(len, pictures))}")
+    g = torch.Generator().manual_seed(seed)
+    train, test, held = [], [], []
+    for task, pics in enumerate(pictures):
+        out = int(torch.randint(len(pics), (1,), generator=g)) if len(pics) >= HOLD_FROM else None
+        held.append(out)
+        train += [(img, task) for i, img in enumerate(pics) if i != out]
+        test += [(pics[out], task)] if out is not None else []
+    labels = lambda pairs: torch.tensor([task for _, task in pairs], dtype=torch.long)  # noqa: E731
+    return OwnSet(list(names), [img for img, _ in train], labels(train), [img for img, _ in test], labels(test), held)
+
+
 def to_pixels(preprocess, images) -> torch.Tensor:
     """Pictures through a model card's preprocessing: (n, C, H, W). `images` are PIL images, or uint8
-    Fashion-MNIST arrays (n, 28, 28) as stored (light on black)."""
-    if isinstance(images, torch.Tensor):
-        images = [Image.fromarray(img.numpy()) for img in images]
-    return torch.cat([preprocess(img) for img in images])
+    Fashion-MNIST arrays (28, 28) as stored (light on black), or a mix, or one (n, 28, 28) tensor."""
+    return torch.cat([preprocess(Image.fromarray(img.numpy()) if isinstance(img, torch.Tensor) else img)
+                      for img in images])
 
 
 def reads_fashion_mnist(card) -> bool:
@@ -555,23 +622,25 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 class ProbeResult:
     probe: LinearProbe
     train_accuracy: float
-    test_accuracy: float
+    test_accuracy: float | None  # None when nothing was held out
     feature_seconds: float  # the backbone's forward passes over every train and held-out image
     images: int  # how many images went through the backbone
 
 
-def probe_task(model: ViT, preprocess, data: FewShotSet, *, seed: int = 0, progress=None) -> ProbeResult:
-    """Features of the task's images from the frozen backbone, a linear head fitted on the training ones,
-    and its accuracy on both sets. `progress(fraction)`: features take the first half, the fit the second."""
+def probe_task(model: ViT, preprocess, data: FewShotSet | OwnSet, *, seed: int = 0, progress=None) -> ProbeResult:
+    """Features of the task's images (Fashion-MNIST arrays or the learner's pictures, through `preprocess`)
+    from the frozen backbone, a linear head fitted on the training ones, and its accuracy on both sets.
+    `progress(fraction)`: features take the first half, the fit the second."""
     report = (lambda lo: (lambda f: progress(lo + 0.5 * f))) if progress else (lambda lo: None)
     started = time.perf_counter()
-    images = torch.cat([data.train_images, data.test_images])
+    images = [*data.train_images, *data.test_images]
     features = cls_features(model, to_pixels(preprocess, images), progress=report(0.0))
     seconds = time.perf_counter() - started
-    train, test = features[:len(data.train_images)], features[len(data.train_images):]
+    n = len(data.train_labels)
+    train, test = features[:n], features[n:]
     probe = fit_linear_probe(train, data.train_labels, len(data.classes), seed=seed, progress=report(0.5))
-    return ProbeResult(probe, probe.accuracy(train, data.train_labels), probe.accuracy(test, data.test_labels),
-                       seconds, len(images))
+    held = probe.accuracy(test, data.test_labels) if len(data.test_labels) else None
+    return ProbeResult(probe, probe.accuracy(train, data.train_labels), held, seconds, len(images))
 
 
 @dataclass

@@ -39,6 +39,20 @@ def curve_figure(fractions, curve, random_curve, *, names: tuple[str, str], titl
     return fig
 
 
+def rollout_formula(*, residual: bool, fusion: str, discard: float, first: int, last: int, heads: int, tokens: int,
+                    patches: int, grid: tuple[int, int]) -> tuple[str, str]:
+    """Two LaTeX lines: rollout as these settings compute it (layers first..last, counted from 1), and its shapes."""
+    x, fused = r"\times", rf"\operatorname{{{fusion}}}_{{h}}\,W_{{\mathrm{{att}},l}}"
+    if discard > 0:
+        fused = rf"\operatorname{{drop}}_{{{discard:.0%}}}\big({fused}\big)".replace("%", r"\%")
+    mixed = rf"0.5\,{fused} + 0.5\,I" if residual else fused
+    chain = rf"\tilde A_{{{last}}} \cdots \tilde A_{{{first}}}" if last > first else rf"\tilde A_{{{first}}}"
+    return (rf"\tilde A_l = \operatorname{{rownorm}}\big({mixed}\big), \qquad R = {chain}",
+            rf"W_{{\mathrm{{att}},l}} \in \mathbb{{R}}^{{{heads}{x}{tokens}{x}{tokens}}}, \quad"
+            rf" \tilde A_l,\ R \in \mathbb{{R}}^{{{tokens}{x}{tokens}}}, \quad"
+            rf" R_{{\mathrm{{CLS}},\,\mathrm{{patches}}}} \in \mathbb{{R}}^{{{patches}}} \to {grid[0]}{x}{grid[1]}")
+
+
 def overlay_image(display: np.ndarray, values, patch: int, *, vmax: float | None = None, alpha: float = 0.55,
                   min_side: int = 448) -> np.ndarray:
     """The map in viridis blended over the picture: (H·k, W·k, 3) uint8, enlarged k× so 28 px inputs are visible.
@@ -78,7 +92,7 @@ CURVE_COLUMNS = ("fractions", "deletion", "insertion", "random_deletion", "rando
 
 
 def curves_table(result: dict) -> dict:
-    """The curves and AUCs of analysis.faithfulness_check as plain lists and floats (for JSON)."""
+    """The curves and AUCs of experiments.MapComparison.curves as plain lists and floats (for JSON)."""
     table = {name: [float(v) for v in result[name]] for name in CURVE_COLUMNS}
     table.update({name: float(result[name]) for name in result if name.endswith("_auc")})
     return table
