@@ -3,7 +3,7 @@
 import streamlit as st
 
 import ui
-from vit_core import analysis, experiments as ex, viz
+from vit_core import analysis, claims, experiments as ex, viz
 from vit_core.viz import experiments as vx, steps as vz
 
 t = ui.t
@@ -77,3 +77,16 @@ def what_if():  # another patch size, or a stride that makes the patches overlap
 
 
 what_if()
+
+# --- the same trade-off, trained: the patch-size study (python -m vit_core.studies run)
+st.subheader(t("step1.study.title"))
+st.markdown(t("step1.study.lead", epochs=claims.SHORT_EPOCHS, n=claims.SIZES[-1]))
+rows = claims.patch_rows(claims.ablation("patch_size", "patch_size"))
+if rows:
+    st.dataframe({t("step1.study.col.P"): [r["P"] for r in rows], t("step1.study.col.T"): [r["tokens"] for r in rows],
+                  t("step1.study.col.acc"): [f"{r['cell'].mean:.2%} ({len(r['cell'].seeds)})" for r in rows],
+                  t("step1.study.col.train"): [f"{r['train_ips']:,.0f}" for r in rows],
+                  t("step1.study.col.test"): [f"{r['test_ips']:,.0f}" for r in rows]}, hide_index=True)
+    st.caption(t("step1.study.caption"))
+else:
+    st.info(t("step1.study.none_yet"))

@@ -334,6 +334,31 @@ def test_step3_shows_the_position_embedding_study_from_its_file(lang, model_id, 
     assert translate("step3.ablation.none_yet", lang) in [i.value for i in at.info]
 
 
+@pytest.mark.slow
+def test_step1_shows_the_patch_size_study_with_p4_from_the_learned_embedding_runs(model_id, tmp_path, monkeypatch):
+    import json
+    from vit_core import claims
+
+    def run(job, P, acc, seed=0, **kw):
+        return {"job": job, "model": "vit", "seed": seed, "patch_size": P, "tokens": (28 // P) ** 2 + 1,
+                "test_accuracy": acc, "cpu_time_s": 100.0, "train_images_per_s": 1000.0 / P,
+                "test_images_per_s": 3000.0 / P, **kw}
+    pos = [run("pos-learned-s0", 4, 0.88, position_embeddings="learned"),
+           run("pos-learned-s1", 4, 0.90, seed=1, position_embeddings="learned"),
+           run("pos-none-s0", 4, 0.70, position_embeddings="none")]  # not P = 4 of the patch study
+    (tmp_path / "position_embeddings.json").write_text(json.dumps({"runs": pos, "planned": []}))
+    (tmp_path / "patch_size.json").write_text(json.dumps({"runs": [run("patch-7-s0", 7, 0.86), run("patch-14-s0", 14, 0.8)],
+                                                          "planned": ["patch-7-s0", "patch-14-s0"]}))
+    monkeypatch.setattr(claims, "EXPERIMENTS", tmp_path)
+    at = open_app("en", "pages/step1_patchify.py", **{"vx.model": model_id})
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if translate("step1.study.col.P", "en") in d.value.columns)
+    assert table[translate("step1.study.col.P", "en")].tolist() == [4, 7, 14]
+    assert table[translate("step1.study.col.T", "en")].tolist() == [50, 17, 5]
+    assert table[translate("step1.study.col.acc", "en")].tolist() == ["89.00% (2)", "86.00% (1)", "80.00% (1)"]
+    assert table[translate("step1.study.col.train", "en")].tolist() == ["250", "143", "71"]
+
+
 def test_pictures_go_to_the_browser_as_compressed_images_of_the_same_pixels():
     import base64
     import io

@@ -284,6 +284,18 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     return out
 
 
+def patch_rows(ab: Ablation) -> list[dict]:
+    """The patch-size study as rows, smallest patch first: {"P", "tokens", "cell", "train_ips", "test_ips"}
+    (images per second on one CPU thread, mean over the runs)."""
+    rows = []
+    for P, cell in sorted(ab.cells.items()):
+        mine = [r for r in ab.runs if r["patch_size"] == P]
+        mean = lambda k: sum(r[k] for r in mine) / len(mine)  # noqa: E731
+        rows.append({"P": P, "tokens": mine[0]["tokens"], "cell": cell, "train_ips": mean("train_images_per_s"),
+                     "test_ips": mean("test_images_per_s")})
+    return rows
+
+
 def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:
     """What the position-embedding ablation shows, as sentences: each variant against the learned one,
     next to the paper's drop (`paper_drop`, in accuracy), how the settings differ, what is still to run."""
