@@ -198,6 +198,24 @@ def ablation(study: str, key: str, folder: Path | None = None) -> Ablation:
     return Ablation(runs, cells_of(runs, key, ("vit",))["vit"], saved.get("planned", []))
 
 
+def compare_data_efficiency(summary: dict, a: str = "vit", b: str = "cnn") -> list[dict]:
+    """Model `a` against model `b` at every training-set size both ran, from `claims.DataEfficiency.summary()`.
+
+    One row per size, smallest first: {"size", "a", "b" (mean test accuracy), "diff" (a - b),
+    "leader" (a, b, or None for equal means), "seeds" (the fewer of the two seed counts),
+    "clear" (the seeds' min-max ranges do not overlap, so every seed agrees on the leader)}.
+    """
+    rows = []
+    for size in sorted(set(summary.get(a, {})) & set(summary.get(b, {})), key=int):
+        ca, cb = summary[a][size], summary[b][size]
+        diff = ca["mean"] - cb["mean"]
+        leader = a if diff > 0 else b if diff < 0 else None
+        clear = ca["min"] > cb["max"] if diff > 0 else cb["min"] > ca["max"] if diff < 0 else False
+        rows.append({"size": int(size), "a": ca["mean"], "b": cb["mean"], "diff": diff, "leader": leader,
+                     "seeds": min(len(ca["accuracies"]), len(cb["accuracies"])), "clear": clear})
+    return rows
+
+
 # ----------------------------------------------------------------------------- sentences
 
 def job_label(job: dict | str, lang: str) -> str:
@@ -318,5 +336,5 @@ def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:
     return out
 
 
-__all__ = ["position_sentences", "Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
+__all__ = ["compare_data_efficiency", "position_sentences", "Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
            "de_verdict", "budget_checks", "chosen_scale", "job_label", "needed_scale", "window_gain"]
