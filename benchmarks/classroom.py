@@ -1,9 +1,10 @@
 """A class on one server: N students do a lesson over Streamlit's own WebSocket protocol.
 
-    .venv/bin/python benchmarks/classroom.py [--scenario lesson|same-page|upload] [--students 30]
+    .venv/bin/python benchmarks/classroom.py [--scenario lesson|same-page|upload|follow] [--students 30]
         [--url http://127.0.0.1:PORT | --app-dir DIR [--app-dir DIR2 ...]] [--model PATH]
         [--think 2 6] [--stagger 30] [--seed 0] [--timeout 120] [--max-seconds 900] [--json OUT]
         [--replicas N [--replicas M ...] [--kill-after S]] [--reconnect] [--laps K] [--quick]
+        [--store memory|redis [--store ...]] [--redis-url URL] [--catch-up 30] [--no-question]
 
 Each student (benchmarks/stclient.py: what a browser tab sends and receives) opens the overview,
 walks the six steps and the two labs, changes a few widgets on the way (patch row/column, layer and
@@ -13,7 +14,24 @@ head sliders, top-k, the rollout discard ratio, the CNN page's layer) and thinks
 - same-page: the teacher says "now step N": everyone clicks the same page at the same moment, and
   the next page comes when the slowest is done (plus a think time);
 - upload: the lesson, each student first uploading their own photo (a different crop of
-  assets/samples/photo_*.jpg, so no two share a trace).
+  assets/samples/photo_*.jpg, so no two share a trace);
+- follow (issue 12): one teacher and N students in classroom mode. The teacher opens the classroom
+  page and clicks "start a class" (the code is read off the link the page shows); the students open
+  that link, type a name and join (the form's submit button), and follow. The teacher then changes the
+  view (FOLLOW: pages, the patch, layer and head sliders, another sample picture, top-k), --think s
+  apart, each change waiting until every student shows it or --catch-up s passed; at the end the
+  teacher asks a question (QUESTION) and every student answers. Nobody sleeps to follow: both sides run
+  the timed fragments the server asks for (the teacher's 0.5 s broadcast and 1 s count of answers, the
+  student's 1 s tick), as a browser's timers do. The follow latency of a change is from the end of the
+  teacher's run that made it (script_finished: the teacher's screen shows it) to the end of the first
+  run of the student's session after which its page and address (query parameters but lang) are the
+  teacher's; it includes the wait for the teacher's next broadcast (a slider inside a page section
+  publishes on the next 0.5 s tick) and for the student's next 1 s tick. Reported: p50/p95/max per
+  change and over all, students who never caught up, the question shown / answered / counted, and with
+  --store redis the Redis load from INFO (commands per s, commands inside Lua scripts counted too, from
+  commandstats before and after; instantaneous_ops_per_sec and used_memory sampled each second). Each
+  --store gets a server of its own (and, for redis without --redis-url, a redis-server of its own on a
+  free port of 6390-6399).
 `--model PATH` starts the server with that default model (benchmarks/make_vit_b16.py makes a
 ViT-B/16-sized one). A latency is one click: from the BackMsg to the run's script_finished and the
 new images fetched. Every number is printed as the same table; --json writes them.
