@@ -22,16 +22,18 @@ head sliders, top-k, the rollout discard ratio, the CNN page's layer) and thinks
   apart, each change waiting until every student shows it or --catch-up s passed; at the end the
   teacher asks a question (QUESTION) and every student answers. Nobody sleeps to follow: both sides run
   the timed fragments the server asks for (the teacher's 0.5 s broadcast and 1 s count of answers, the
-  student's 1 s tick), as a browser's timers do. The follow latency of a change is from the end of the
-  teacher's run that made it (script_finished: the teacher's screen shows it) to the end of the first
-  run of the student's session after which its page and address (query parameters but lang) are the
-  teacher's; it includes the wait for the teacher's next broadcast (a slider inside a page section
-  publishes on the next 0.5 s tick) and for the student's next 1 s tick. Reported: p50/p95/max per
-  change and over all, students who never caught up, the question shown / answered / counted, and with
-  --store redis the Redis load from INFO (commands per s, commands inside Lua scripts counted too, from
-  commandstats before and after; instantaneous_ops_per_sec and used_memory sampled each second). Each
-  --store gets a server of its own (and, for redis without --redis-url, a redis-server of its own on a
-  free port of 6390-6399).
+  student's 1 s tick), as a browser's timers do. The follow latency of a change is from the teacher's
+  click (the BackMsg of the change) to the end of the first run of the student's session after which
+  its page and address (query parameters but lang) are the teacher's. It includes the teacher's own
+  run, the wait for the broadcast (at the top of the click's run for a page or the sidebar's picture;
+  on the next 0.5 s tick for a widget inside a page section, whose rerun does not reach the sidebar)
+  and the wait for the student's next 1 s tick. With a redis-server of its own the benchmark also
+  clocks it from the store write (keyspace notifications on the view key). Reported: p50/p95/max per
+  change and over all, students who never caught up, the question shown / answered / counted, and
+  with --store redis the Redis load from INFO (commands per s from commandstats before and after,
+  commands inside Lua scripts counted too, the benchmark's own left out; instantaneous_ops_per_sec and
+  used_memory sampled each second). Each --store gets a server of its own (and, for redis without
+  --redis-url, a redis-server of its own on a free port of 6390-6399).
 `--model PATH` starts the server with that default model (benchmarks/make_vit_b16.py makes a
 ViT-B/16-sized one). A latency is one click: from the BackMsg to the run's script_finished and the
 new images fetched. Every number is printed as the same table; --json writes them.
@@ -356,7 +358,7 @@ async def same_page(students: list[Student], steps, args):
 # the sidebar. Each change must change the teacher's address (page or query), which is how it is detected.
 FOLLOW = [("page", "step1_patchify"), ("set", "vx.pick.row", 0.25), ("set", "vx.pick.col", 0.75),
           ("page", "step5_encoder"), ("set", "vx.enc.layer", 1.0), ("set", "vx.enc.head", 0.5), ("sample",),
-          ("page", "step6_classify"), ("set", "step6.topk", 1.0), ("page", "classroom")]
+          ("page", "step6_classify"), ("set", "step6.topk", 0.3), ("page", "classroom")]
 QUICK_FOLLOW = [("page", "step1_patchify"), ("set", "vx.pick.row", 0.25), ("page", "step5_encoder"),
                 ("set", "vx.enc.layer", 1.0), ("sample",), ("page", "classroom")]
 QUESTION = "predict"  # asked at the end (a choice: students pick one class)
@@ -365,17 +367,24 @@ NOT_FOLLOWED = ("lang", "class", "teacher")  # query parameters a student need n
 
 @dataclass
 class Change:
-    """One change of the teacher's view and who caught up with it. `at` is the end of the teacher's run
-    that made it (script_finished): the teacher's screen shows it; the teacher's 0.5 s tick publishes it
-    in that run (a page, a sidebar picture, a patch typed in step 1's inputs) or in the next tick (a
-    slider inside a section, whose rerun does not reach the sidebar)."""
+    """One change of the teacher's view and who caught up with it. Clocks (time.monotonic): `clicked`,
+    the teacher's click (its BackMsg); `at`, the end of the teacher's run (script_finished: the teacher's
+    screen shows it); `stored`, the store write that carried it (Redis only, from keyspace
+    notifications). The teacher's broadcast (a fragment in the sidebar, every 0.5 s and at the top of
+    each full run) writes it at the start of the click's run (a page, the sidebar's picture) or on the
+    next tick (a widget inside a page section: that rerun does not reach the sidebar)."""
 
     label: str
+    clicked: float
     at: float
-    teacher_s: float  # the teacher's own run
     page_hash: str
     params: dict  # the teacher's query parameters after it, but NOT_FOLLOWED
-    caught: dict = field(default_factory=dict)  # student -> seconds from `at` to the end of the run that showed it
+    caught: dict = field(default_factory=dict)  # student -> when the run that first showed it ended
+    stored: float | None = None
+
+    @property
+    def teacher_s(self) -> float:
+        return self.at - self.clicked
 
     def shown_by(self, s: Session) -> bool:
         q = dict(parse_qsl(s.query, keep_blank_values=True))
@@ -402,7 +411,7 @@ class Board:
         """After each of a student's runs: does it now show the teacher's last change (or the question)?"""
         c = self.changes[-1] if self.changes else None
         if c is not None and st.name not in c.caught and st.name in self.joined and c.shown_by(st.s):
-            c.caught[st.name] = max(0.0, st.s.last_run_end - c.at)  # 0: it already showed it
+            c.caught[st.name] = st.s.last_run_end
             if len(c.caught) >= len(self.joined):
                 self.everyone.set()
         if self.asked_at is not None and st.name not in self.shown and question_widgets(st.s):
@@ -417,13 +426,20 @@ class Board:
             if not st.s._lock.locked():
                 self.seen(st)
 
-    def summary(self) -> dict:
+    def summary(self, writes: list[float] | None = None) -> dict:
+        """`writes`: when the class's view was written to the store (Redis keyspace notifications)."""
+        for c in self.changes:  # the write that carried it: the last one between the click and the first catch-up
+            first = min(c.caught.values(), default=float("inf"))
+            c.stored = max((w for w in writes or [] if c.clicked <= w <= first), default=None)
         late = [self.students - len(c.caught) for c in self.changes]
-        secs = [v for c in self.changes for v in c.caught.values()]
+        secs = [t - c.clicked for c in self.changes for t in c.caught.values()]
+        stored = [t - c.stored for c in self.changes if c.stored is not None for t in c.caught.values()]
         shown = list(self.shown.values())
         return {"changes": [{"label": c.label, "teacher_s": c.teacher_s, "caught": len(c.caught),
-                             **{k: v for k, v in row_s(list(c.caught.values())).items()}} for c in self.changes],
-                "joined": len(self.joined), "latency": row_s(secs), "never_caught_up": sum(late),
+                             "stored_s": None if c.stored is None else c.stored - c.clicked,
+                             **row_s([t - c.clicked for t in c.caught.values()])} for c in self.changes],
+                "joined": len(self.joined), "latency": row_s(secs), "from_store": row_s(stored) if stored else None,
+                "never_caught_up": sum(late),
                 "students_behind": len({n for n in self.joined for c in self.changes if n not in c.caught}),
                 "all_caught_up": bool(self.changes) and all(len(c.caught) == self.students for c in self.changes),
                 "question": None if self.asked_at is None else {
@@ -531,7 +547,7 @@ class Lead(Student):
         if (self.s.page_hash, self.params()) == before:
             self.result.skipped.append(f"{label}: the view did not change")
             return None
-        return Change(label, self.s.last_run_end, run.seconds, self.s.page_hash, self.params())
+        return Change(label, self.s.last_run_end - run.seconds, self.s.last_run_end, self.s.page_hash, self.params())
 
     def params(self) -> dict:
         return {k: v for k, v in parse_qsl(self.s.query, keep_blank_values=True) if k not in NOT_FOLLOWED}
@@ -546,10 +562,10 @@ class Lead(Student):
             self.result.skipped.append("classroom: no question picker")
             return
         await self.act("teacher: pick a question", lambda: self.s.set("classroom.template", ids.index(template)))
-        await self.act("teacher: ask", lambda: self.s.set("classroom.ask", True))
+        run = await self.act("teacher: ask", lambda: self.s.set("classroom.ask", True))
         if self.lost:
             return
-        board.asked_at = self.s.last_run_end
+        board.asked_at = self.s.last_run_end - run.seconds  # the click
         label, deadline = translate("classroom.tally.answers", "en"), time.monotonic() + timeout
         while time.monotonic() < deadline and not self.lost:
             everyone = len(board.answered) >= len(board.joined)
@@ -633,19 +649,36 @@ class RedisServer:
 
 
 class RedisWatch:
-    """The class's load on Redis, from INFO: commands (INFO's own left out) and memory before, during
-    (instantaneous_ops_per_sec and used_memory, sampled each second) and after."""
+    """The class's load on Redis, from INFO: commands (the benchmark's own left out) and memory before,
+    during (instantaneous_ops_per_sec and used_memory, sampled each second) and after. With `notify`
+    (a Redis of our own) it also turns on keyspace notifications for string writes and timestamps every
+    write of a class's view (`writes`): the store-write clock of the follow latency."""
 
-    def __init__(self, url: str):
+    OWN = ("info", "config|set", "config", "psubscribe", "punsubscribe")  # the watch's commands, not the app's
+
+    def __init__(self, url: str, *, notify: bool = False):
         import redis
 
         self.r = redis.Redis.from_url(url)
+        self.writes: list[float] = []
+        self.listener = None
+        if notify:
+            self.r.config_set("notify-keyspace-events", "K$")
+            db = self.r.connection_pool.connection_kwargs.get("db", 0)
+            pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+            pubsub.psubscribe(**{f"__keyspace@{db}__:vx:class:*:view": self._written})
+            self.listener = pubsub.run_in_thread(sleep_time=0.005, daemon=True)
         self.t0, self.before = time.monotonic(), self.info()
         self.ops, self.memory = [], []
 
+    def _written(self, message):
+        if message.get("data") in (b"set", "set"):
+            self.writes.append(time.monotonic())
+
     def info(self) -> dict:
         stats, memory = self.r.info("commandstats"), self.r.info("memory")
-        calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items() if k != "cmdstat_info"}
+        calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()
+                 if k.removeprefix("cmdstat_") not in self.OWN}
         return {"calls": calls, "used_memory": memory["used_memory"]}
 
     async def sample(self, stop: asyncio.Event):
@@ -660,6 +693,8 @@ class RedisWatch:
                 pass
 
     def summary(self) -> dict:
+        if self.listener:
+            self.listener.stop()
         after, wall = self.info(), time.monotonic() - self.t0
         calls = {k: n - self.before["calls"].get(k, 0) for k, n in after["calls"].items()}
         calls = {k: n for k, n in sorted(calls.items(), key=lambda kv: -kv[1]) if n}
@@ -670,8 +705,11 @@ class RedisWatch:
                 "used_memory_after": after["used_memory"], "used_memory_max": max(self.memory + [after["used_memory"]])}
 
 
-async def measure_follow(base: str, pids: list[int], args, *, label: str, redis_url: str | None) -> dict:
-    watch, redis_watch = ProcWatch(pids), RedisWatch(redis_url) if redis_url else None
+async def measure_follow(base: str, pids: list[int], args, *, label: str, redis_url: str | None,
+                         notify: bool = False) -> dict:
+    """The follow scenario against a running server; `notify`: the Redis at `redis_url` is ours, so its
+    keyspace notifications may be turned on (the store-write clock)."""
+    watch, redis_watch = ProcWatch(pids), RedisWatch(redis_url, notify=notify) if redis_url else None
     stop = asyncio.Event()
     samplers = [asyncio.create_task(watch.sample(stop))] + ([asyncio.create_task(redis_watch.sample(stop))]
                                                              if redis_watch else [])
@@ -679,7 +717,8 @@ async def measure_follow(base: str, pids: list[int], args, *, label: str, redis_
     stop.set()
     await asyncio.gather(*samplers)
     s = summarise(results, watch.summary(), label=label, args=args)
-    return s | {"follow": board.summary(), "redis": redis_watch.summary() if redis_watch else None,
+    return s | {"follow": board.summary(redis_watch and redis_watch.writes),
+                "redis": redis_watch.summary() if redis_watch else None,
                 "store": "redis" if redis_url else "memory"}
 
 
@@ -891,15 +930,19 @@ def table(s: dict) -> str:
 def follow_table(s: dict) -> list[str]:
     f, n = s["follow"], s["students"]
     lat = f["latency"]
+    store = f["from_store"]
     out = [f"follow ({s['store']} store): {f['joined']}/{n} joined · {len(f['changes'])} changes of the teacher's view"
-           f" · follow latency p50 {lat['p50_s']:.2f} s, p95 {lat['p95_s']:.2f} s, max {lat['max_s']:.2f} s"
-           f" · never caught up {f['never_caught_up']} (of {n * len(f['changes'])}; students behind at least"
+           f" · follow latency from the teacher's click p50 {lat['p50_s']:.2f} s, p95 {lat['p95_s']:.2f} s, max "
+           f"{lat['max_s']:.2f} s" + (f"; from the store write p50 {store['p50_s']:.2f} s, p95 {store['p95_s']:.2f} s, "
+                                      f"max {store['max_s']:.2f} s" if store else "")
+           + f" · never caught up {f['never_caught_up']} (of {n * len(f['changes'])}; students behind at least"
            f" once {f['students_behind']})",
-           f"  {'change (from the end of the teacher run)':<44}{'teacher s':>10}{'caught':>8}{'p50 s':>8}{'p95 s':>8}"
-           f"{'max s':>8}"]
+           f"  {'change (seconds from the teacher click)':<40}{'teacher':>8}{'stored':>8}{'caught':>8}{'p50':>7}"
+           f"{'p95':>7}{'max':>7}"]
     for c in f["changes"]:
-        out.append(f"  {c['label'][:43]:<44}{c['teacher_s']:>10.2f}{c['caught']:>5}/{n:<2}{c['p50_s']:>8.2f}"
-                   f"{c['p95_s']:>8.2f}{c['max_s']:>8.2f}")
+        stored = "-" if c["stored_s"] is None else f"{c['stored_s']:.2f}"
+        out.append(f"  {c['label'][:39]:<40}{c['teacher_s']:>8.2f}{stored:>8}{c['caught']:>5}/{n:<2}{c['p50_s']:>7.2f}"
+                   f"{c['p95_s']:>7.2f}{c['max_s']:>7.2f}")
     q = f["question"]
     if q:
         counted = "never" if q["counted_s"] is None else f"{q['counted_s']:.2f} s after the last answer"
@@ -1011,7 +1054,7 @@ def follow_run(args, store: str, port: int) -> dict:
         server = Server(app_dir, port, model=args.model, env={"REDIS_URL": url})  # "": this process's memory
         try:
             return asyncio.run(measure_follow(server.url, [server.pid], args, label=f"{app_dir} · {store} store",
-                                              redis_url=url or None))
+                                              redis_url=url or None, notify=redis is not None))
         finally:
             server.stop()
     finally:
