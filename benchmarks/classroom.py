@@ -275,6 +275,15 @@ class Student:
         finally:
             await self.done()
 
+    async def tick(self, stop: asyncio.Event, label: str) -> bool:
+        """One run of the session's timed fragments, when the browser's timer sends it (recorded as `label`);
+        False once `stop` is set or the session is lost."""
+        run = await self.s.autorun(stop)
+        if run is not None:
+            self.record(label, run)
+            self.lost |= run.outcome != "ok"
+        return run is not None and not self.lost
+
     async def done(self):
         self.result.unfinished |= self.lost
         self.result.replicas = self.s.replicas_seen
@@ -470,12 +479,7 @@ class Follower(Student):
                 board.joined.add(self.name)
                 board.seen(self)
             board.tried += 1
-            while not (stop.is_set() or self.lost):
-                run = await self.s.autorun(stop)
-                if run is None:
-                    break
-                self.record("follow tick", run)
-                self.lost |= run.outcome != "ok"
+            while not (stop.is_set() or self.lost) and await self.tick(stop, "follow tick"):
                 board.seen(self)
                 if board.asked_at is not None and self.name not in board.answered and question_widgets(self.s):
                     await self.answer(board)
@@ -509,12 +513,8 @@ class Lead(Student):
     session's own timed fragments (the 0.5 s broadcast, the 1 s count of answers) run meanwhile."""
 
     async def ticks(self, stop: asyncio.Event):
-        while not (stop.is_set() or self.lost):
-            run = await self.s.autorun(stop)
-            if run is None:
-                break
-            self.record("teacher tick", run)
-            self.lost |= run.outcome != "ok"
+        while not (stop.is_set() or self.lost) and await self.tick(stop, "teacher tick"):
+            pass
 
     async def start(self) -> str | None:
         await self.act("teacher: open the classroom page", lambda: self.s.open("classroom"))
@@ -621,7 +621,8 @@ async def follow_class(base: str, args) -> tuple[list[StudentResult], Board]:
 
 
 class RedisServer:
-    """A redis-server of our own on a free loopback port (6390-6399), no persistence (as tests/conftest.py)."""
+    """A redis-server of our own on a free loopback port (6390-6399), no persistence; tests/conftest.py
+    starts the tests' one with it."""
 
     def __init__(self, port: int | None = None):
         exe = shutil.which("redis-server")
