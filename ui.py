@@ -531,14 +531,21 @@ def clickable_chart(fig, *, key: str, grid: tuple[int, int]) -> None:
 
 
 def layer_head_picker(depth: int, heads: int, *, key: str = "lh", with_head: bool = True) -> tuple[int, int]:
-    cols = st.columns(2 if with_head else 1)
-    layer = cols[0].slider(t("app.layer"), 1, depth, min(st.session_state["vx.layer"] + 1, depth), key=f"vx.{key}.layer") - 1
-    st.session_state["vx.layer"] = layer
-    head = 0
-    if with_head:
-        head = cols[1].slider(t("app.head"), 1, heads, min(st.session_state["vx.head"] + 1, heads), key=f"vx.{key}.head") - 1
-        st.session_state["vx.head"] = head
-    return layer, head
+    """Layer and head sliders (1-based on screen) of the shared "vx.layer" / "vx.head", as patch_picker does:
+    set from them before they are drawn (no value=, which would fight a view that apply_view set, and make
+    Streamlit warn) and written back in their callbacks."""
+    picked = {"layer": (depth, st.session_state["vx.layer"]), "head": (heads, st.session_state["vx.head"])}
+    for col, name in zip(st.columns(2 if with_head else 1), picked if with_head else ["layer"]):
+        count, shared = picked[name]
+        slider = f"vx.{key}.{name}"
+        st.session_state[f"vx.{name}"] = min(shared, count - 1)  # a smaller model clamps it
+        st.session_state[slider] = st.session_state[f"vx.{name}"] + 1
+        col.slider(t(f"app.{name}"), 1, count, key=slider, on_change=_slid, args=(slider, name))
+    return st.session_state["vx.layer"], st.session_state["vx.head"] if with_head else 0
+
+
+def _slid(slider: str, name: str) -> None:
+    st.session_state[f"vx.{name}"] = int(st.session_state[slider]) - 1
 
 
 def section(fn):
@@ -609,7 +616,6 @@ LAB_SETTINGS = {
     "vx.step3.width": lambda v: type(v) is int and 1 <= v <= 4096,
 }
 LAYER_RANGE = re.compile(r"^rollout\.layers\.(\d{1,3})$")
-SLIDER_MIRROR = re.compile(r"^vx\.\w+\.(layer|head)$")  # layer_head_picker's sliders (1-based) of vx.layer / vx.head
 
 
 def _lab_ok(key: str, value) -> bool:
@@ -674,8 +680,6 @@ def apply_view(v: dict) -> str | None:
     for name, count in (("layer", getattr(config, "depth", 0)), ("head", getattr(config, "num_heads", 0))):
         if type(v.get(name)) is int and 0 <= v[name] < count:
             s[f"vx.{name}"] = v[name]
-    for key in [k for k in s if isinstance(k, str) and SLIDER_MIRROR.match(k)]:
-        s[key] = s[f"vx.{SLIDER_MIRROR.match(key)[1]}"] + 1
     for key, value in (v.get("lab") if isinstance(v.get("lab"), dict) else {}).items():
         if _lab_ok(key, value):
             s[key] = tuple(value) if isinstance(value, list) else value

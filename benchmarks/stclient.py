@@ -20,7 +20,11 @@ web/server/starlette/*) and its proto files:
 - an upload is a BackMsg file_urls_request, then an HTTP PUT (multipart, field "file") to the URL the
   server answers with, carrying the XSRF cookie's value as X-Xsrftoken, then the widget's
   file_uploader_state_value;
-- images are fetched from /media/... over HTTP, once per URL (the browser cache).
+- images are fetched from /media/... over HTTP, once per URL (the browser cache);
+- a fragment with run_every sends ForwardMsg auto_rerun (its id and interval) each time a full run draws
+  it; the browser then reruns that fragment on a timer (ClientState.is_auto_rerun), one timer per
+  fragment, all cleared when a full run starts or the page changes (frontend App.handleAutoRerun):
+  autorun() is that timer, so a server-driven view (a classroom's follow mode) arrives as it does in a tab.
 
 Only loopback addresses are accepted: this is a test instrument, not a crawler.
 """
@@ -132,6 +136,13 @@ class _Pending:
     media: list[str] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    metrics: dict[str, str] = field(default_factory=dict)
+
+    def restart(self, fragment: bool):
+        """A new script run inside this click (st.rerun, st.switch_page): its elements replace the last run's."""
+        self.fragment = fragment
+        self.widgets, self.media, self.captions, self.notes, self.texts, self.metrics = {}, [], [], [], [], {}
 
 
 def wait_healthy(url: str, *, proc=None, seconds: float = 180):
@@ -199,6 +210,10 @@ class Session:
         self.widgets: dict[str, Widget] = {}  # id -> widget drawn in the last run
         self.captions: list[str] = []  # the image captions of the last run
         self.notes: list[str] = []  # the st.info / st.warning texts of the last run
+        self.texts: list[str] = []  # markdown, st.text and st.code bodies of the last run
+        self.metrics: dict[str, str] = {}  # st.metric label -> value, last run
+        self.auto_reruns: dict[str, tuple[float, float]] = {}  # fragment id -> (interval s, next tick, monotonic)
+        self.last_run_end = 0.0  # when the last run this tab saw ended (time.monotonic)
         self.states: dict[str, WidgetState] = {}  # id -> the value this tab sends back
         self.values: dict[str, object] = {}  # id -> the value this tab shows (drawn, or set by the student)
         self.replica: str | None = None  # who answered the WebSocket handshake (through nginx)
@@ -211,6 +226,7 @@ class Session:
         self._pending: _Pending | None = None
         self._files: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
+        self._lock = asyncio.Lock()  # one run at a time: clicks and auto_rerun ticks take turns
         self.closed = asyncio.Event()  # set when the server closed the WebSocket
         self.closed_at = 0.0
 
@@ -287,23 +303,58 @@ class Session:
 
     async def goto(self, url_path: str) -> Run:
         """Click a page in the navigation."""
-        target = self.pages[url_path]
-        if target != self.page_hash:  # the browser keeps only query params bound to widgets on a page change
-            bound = {w.proto.query_param_key for w in self.widgets.values()
-                     if getattr(w.proto, "query_param_key", "")}
-            self.query = urlencode([(k, v) for k, v in parse_qsl(self.query, keep_blank_values=True) if k in bound])
-        return await self._rerun(page_hash=target)
+        async with self._lock:  # (a timed rerun in flight ends first: it may have switched the page)
+            target = self.pages[url_path]
+            self.auto_reruns.clear()  # the browser stops every fragment timer on a page change
+            if target != self.page_hash:  # the browser keeps only query params bound to widgets on a page change
+                bound = {w.proto.query_param_key for w in self.widgets.values()
+                         if getattr(w.proto, "query_param_key", "")}
+                self.query = urlencode([(k, v) for k, v in parse_qsl(self.query, keep_blank_values=True) if k in bound])
+            return await self._rerun_now(page_hash=target)
 
     async def set(self, key: str, value) -> Run:
         """Change the widget with user key `key` to `value` (python value; a choice widget takes the
         shown label or the option's index) and rerun, as the browser does on a change."""
+        async with self._lock:  # the state is set once no other run can end and clear a click
+            w = self.widget(key)
+            if w is None:
+                raise KeyError(f"no widget {key!r} on page {self.page()!r}")
+            self.states[w.id] = encode(w, value)
+            self.values[w.id] = state_value(self.states[w.id])
+            self._bind(w, value)
+            return await self._rerun_now(fragment_id=w.fragment_id, page_hash=self.page_hash)
+
+    def fill(self, key: str, value) -> None:
+        """Type into a widget of a form (no rerun: the form's submit button sends it)."""
         w = self.widget(key)
         if w is None:
             raise KeyError(f"no widget {key!r} on page {self.page()!r}")
         self.states[w.id] = encode(w, value)
         self.values[w.id] = state_value(self.states[w.id])
-        self._bind(w, value)
-        return await self._rerun(fragment_id=w.fragment_id, page_hash=self.page_hash)
+
+    async def submit(self, form: str) -> Run:
+        """Click the submit button of the form `form` (st.form's key): the form's values go with it."""
+        async with self._lock:
+            w = next((w for w in self.widgets.values() if w.kind == "button" and w.proto.is_form_submitter
+                      and w.proto.form_id == form), None)
+            if w is None:
+                raise KeyError(f"no form {form!r} on page {self.page()!r}")
+            self.states[w.id] = encode(w, True)
+            return await self._rerun_now(fragment_id=w.fragment_id, page_hash=self.page_hash)
+
+    async def autorun(self, stop: asyncio.Event | None = None) -> Run | None:
+        """The next rerun a browser's timer sends for an st.fragment(run_every=...): wait until one is due,
+        run it (a click in progress goes first) and return it; None once `stop` is set or the connection closed."""
+        while not (stop and stop.is_set()) and not self.closed.is_set():
+            now = time.monotonic()
+            due = min(self.auto_reruns.items(), key=lambda item: item[1][1], default=None)
+            if due is None or due[1][1] > now:
+                await asyncio.sleep(0.1 if due is None else min(0.1, due[1][1] - now))
+                continue
+            fragment, (interval, at) = due
+            self.auto_reruns[fragment] = (interval, max(at + interval, now))  # setInterval: missed ticks are not sent twice
+            return await self._rerun(fragment_id=fragment, page_hash=self.page_hash, auto=True)
+        return None
 
     async def upload(self, key: str, name: str, data: bytes, mime: str = "image/jpeg") -> Run:
         """Pick a file in the uploader `key`: ask for URLs, PUT the file, send the widget state."""
@@ -323,8 +374,9 @@ class Session:
         info = UploadedFileInfo(file_id=urls.file_id, name=name, size=len(data),
                                 file_urls=FileURLs(file_id=urls.file_id, upload_url=urls.upload_url,
                                                    delete_url=urls.delete_url))
-        self.states[w.id] = WidgetState(id=w.id, file_uploader_state_value=FileUploaderState(uploaded_file_info=[info]))
-        run = await self._rerun(fragment_id=w.fragment_id, page_hash=self.page_hash)
+        async with self._lock:
+            self.states[w.id] = WidgetState(id=w.id, file_uploader_state_value=FileUploaderState(uploaded_file_info=[info]))
+            run = await self._rerun_now(fragment_id=w.fragment_id, page_hash=self.page_hash)
         run.seconds = time.monotonic() - started
         return run
 
@@ -352,14 +404,20 @@ class Session:
         except ConnectionClosed as err:
             raise Disconnected(str(err)) from err
 
-    async def _rerun(self, *, page_hash: str = "", page_name: str = "", fragment_id: str = "") -> Run:
+    async def _rerun(self, *, page_hash: str = "", page_name: str = "", fragment_id: str = "", auto: bool = False) -> Run:
+        async with self._lock:
+            return await self._rerun_now(page_hash=page_hash, page_name=page_name, fragment_id=fragment_id, auto=auto)
+
+    async def _rerun_now(self, *, page_hash: str = "", page_name: str = "", fragment_id: str = "",
+                         auto: bool = False) -> Run:
+        """One run; the caller holds self._lock."""
         loop = asyncio.get_running_loop()
         pending = self._pending = _Pending(time.monotonic(), loop.create_future(), bool(fragment_id))
         self._runs += 1
         self._cache = {h: (m, r) for h, (m, r) in self._cache.items() if self._runs - r <= CACHE_RUNS}
         live = {i: s for i, s in self.states.items() if i in self.widgets}
         state = ClientState(query_string=self.query, page_script_hash=page_hash, page_name=page_name,
-                            fragment_id=fragment_id, cached_message_hashes=list(self._cache),
+                            fragment_id=fragment_id, is_auto_rerun=auto, cached_message_hashes=list(self._cache),
                             widget_states=WidgetStates(widgets=list(live.values())),
                             context_info=ContextInfo(timezone="UTC", locale=self.locale, url=self.base + "/"))
         outcome = "ok"
@@ -378,12 +436,15 @@ class Session:
             self.widgets = (self.widgets | pending.widgets) if pending.fragment else pending.widgets
             self.captions = (self.captions + pending.captions) if pending.fragment else pending.captions
             self.notes = (self.notes + pending.notes) if pending.fragment else pending.notes
+            self.texts = (self.texts + pending.texts) if pending.fragment else pending.texts
+            self.metrics = (self.metrics | pending.metrics) if pending.fragment else pending.metrics
             self.states = {i: s for i, s in self.states.items() if i in self.widgets}
             for i, w in pending.widgets.items():  # the browser takes a value the server sets, keeps its own otherwise
                 if getattr(w.proto, "set_value", False) or i not in self.values:
                     self.values[i] = w.drawn()
             self.values = {i: v for i, v in self.values.items() if i in self.widgets}
             pending.bytes += await self._fetch_media(pending)
+        self.last_run_end = time.monotonic()
         return Run(self.page(), time.monotonic() - pending.started, pending.bytes, pending.errors, outcome,
                    self.replica)
 
@@ -432,6 +493,18 @@ class Session:
         if kind == "new_session":
             self.session_id = msg.new_session.initialize.session_id
             self.page_hash = msg.new_session.page_script_hash
+            fragments = bool(msg.metadata.run.fragment_ids)
+            if not fragments:
+                self.auto_reruns.clear()  # a full run draws its timed fragments again
+            if p and not p.done.done():
+                p.restart(fragments)  # a run starts (again, within one click after st.rerun or st.switch_page)
+        elif kind == "auto_rerun":
+            fragment, interval = msg.auto_rerun.fragment_id, msg.auto_rerun.interval
+            if fragment and self.auto_reruns.get(fragment, (None,))[0] != interval:
+                self.auto_reruns[fragment] = (interval, time.monotonic() + interval)
+        elif kind == "stop_auto_rerun":
+            for fragment in msg.stop_auto_rerun.fragment_ids:
+                self.auto_reruns.pop(fragment, None)
         elif kind == "navigation":
             self.pages = {pg.url_pathname: pg.page_script_hash for pg in msg.navigation.app_pages}
             self.page_hash = msg.navigation.page_script_hash or self.page_hash
@@ -463,6 +536,12 @@ class Session:
         elif kind == "imgs":
             p.media += [img.url for img in el.imgs.imgs if img.url.startswith("/media/")]
             p.captions += [img.caption for img in el.imgs.imgs]
+        elif kind == "markdown":
+            p.texts.append(el.markdown.body)
+        elif kind in ("text", "code"):
+            p.texts.append(el.text.body if kind == "text" else el.code.code_text)
+        elif kind == "metric":
+            p.metrics[el.metric.label] = el.metric.body
         elif kind in WIDGET_KINDS:
             sub = getattr(el, kind)
             if sub.id:

@@ -69,37 +69,15 @@ def deit_model(tmp_path_factory) -> str:
 def redis_url():
     """REDIS_URL if the run provides one (CI's .ci/run starts redis-server), else a redis-server of our own
     on a free port of 6390-6399, with no persistence, stopped after the session. No redis-server: fail."""
-    import shutil
-    import socket
-    import subprocess
-    import time
-
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed: `apt-get install -y redis-server`, or set REDIS_URL to a running one")
-    for port in range(6390, 6400):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                break
-    else:
-        pytest.fail("no free port in 6390-6399 for redis-server; set REDIS_URL")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    import redis
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from classroom import RedisServer
 
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail(f"redis-server did not answer on port {port}")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        server = RedisServer()
+    except (SystemExit, RuntimeError) as err:  # not installed, no free port, no answer
+        pytest.fail(f"{err}; or set REDIS_URL to a running one")
+    yield server.url
+    server.stop()

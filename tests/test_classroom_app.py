@@ -24,6 +24,18 @@ def store_lang(request, monkeypatch):
     return kind, lang
 
 
+@pytest.fixture
+def state_warnings(monkeypatch) -> list[str]:
+    """Streamlit's "widget ... created with a default value but also had its value set via the Session
+    State API" warnings, as logged (once per process: the flag is reset, so this test sees its own)."""
+    from streamlit.elements.lib import policies
+
+    seen = []
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *args, **kwargs: seen.append(msg % args))
+    return seen
+
+
 def start_class(lang: str):
     teacher = open_app(lang, "pages/classroom.py")
     assert_clean(teacher)
@@ -55,7 +67,7 @@ def shown(at) -> str:
                                               "warning", "code") for e in getattr(at, kind))
 
 
-def test_the_class_follows_the_teacher_and_answers(store_lang):
+def test_the_class_follows_the_teacher_and_answers(store_lang, state_warnings):
     kind, lang = store_lang
     teacher, c = start_class(lang)
     assert bool(teacher.warning) == (kind == "memory"), "the in-process warning, only without Redis"
@@ -96,6 +108,8 @@ def test_the_class_follows_the_teacher_and_answers(store_lang):
     ada.run()
     bo.run()
     assert ada.session_state["vx.layer"] == 0 and bo.session_state["vx.layer"] == 5
+    assert ada.slider(key="vx.enc.layer").value == 1
+    assert state_warnings == [], "a view taken on the page moves its sliders without a value= fighting it"
 
     # the teacher asks on the classroom page: Ada follows there, Bo goes there himself
     teacher.switch_page("pages/classroom.py").run()

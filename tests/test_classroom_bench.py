@@ -1,8 +1,10 @@
-"""The classroom benchmark's short version: 5 students on a real server, over Streamlit's own protocol.
+"""The classroom benchmark's short version: 5 students on a real server, over Streamlit's own protocol;
+and a teacher with 4 following students through a real Redis.
 
 Asserts what must hold at any speed (no errors, no hung session, every page and widget reached, the
-uploads shown), never timings; and that the client really sees failures: an exception element, an
-st.error from the app, a page that does not exist.
+uploads shown, every student caught up with every change of the teacher's view, every answer counted),
+never timings; and that the client really sees failures: an exception element, an st.error from the
+app, a page that does not exist.
 """
 
 import asyncio
@@ -39,6 +41,26 @@ def test_five_students_upload_and_walk_every_page_without_errors(app_server):
     pages = [target or classroom.HOME for kind, target, *_ in classroom.QUICK_LESSON if kind == "page"]
     assert all(s["pages"][p]["runs"] == 5 for p in pages)
     assert s["procs"]["peak_rss_mb_total"] > 100  # the watch really read the server's memory
+
+
+def test_four_students_follow_the_teacher_through_redis(redis_url):
+    """The follow scenario, short: the teacher starts a class on the classroom page, 4 students join by
+    code and follow while the teacher changes page, patch, layer and picture, then asks a question."""
+    args = classroom.parser().parse_args(["--scenario", "follow", "--students", "4", "--quick", "--think", "0.3", "0.6",
+                                          "--stagger", "1", "--timeout", "60", "--catch-up", "20", "--max-seconds", "120"])
+    server = classroom.Server(ROOT, free_ports(1)[0], env={"REDIS_URL": redis_url})
+    try:
+        s = asyncio.run(classroom.measure_follow(server.url, [server.pid], args, label="test", redis_url=redis_url))
+    finally:
+        server.stop()
+    print(classroom.table(s))
+    f = s["follow"]
+    assert s["errors"] == [] and s["hung"] == 0 and s["disconnected"] == 0 and s["unfinished"] == 0
+    assert s["skipped"] == [], "the plan names a page or widget the app no longer has: update classroom.QUICK_FOLLOW"
+    assert f["joined"] == 4 and len(f["changes"]) == len(classroom.QUICK_FOLLOW)
+    assert [c["caught"] for c in f["changes"]] == [4] * len(classroom.QUICK_FOLLOW) and f["all_caught_up"]
+    assert f["question"]["shown"] == f["question"]["answered"] == 4 and f["question"]["counted_s"] is not None
+    assert s["redis"]["calls"].get("mget", 0) > 0  # the students' ticks really read the class from this Redis
 
 
 def test_client_sees_an_st_error_the_app_shows(app_server):
