@@ -6,9 +6,9 @@ import time
 import streamlit as st
 
 import ui
-from vit_core import viz
 from vit_core.classroom import questions
 from vit_core.classroom.store import CODE_CHARS, NAME_CHARS
+from vit_core.viz.shared import common as viz
 
 t = ui.t
 ui.page_header("classroom")

@@ -16,7 +16,7 @@ from vit_core import analysis, claims
 from vit_core.card import Preprocess
 from vit_core.images import load_image
 from vit_core.cnn import layer_specs
-from vit_core.viz import reach as vz
+from vit_core.viz.shared import reach as vz
 
 t = ui.t
 CNN_ID = os.environ.get("VIT_EXPLORER_CNN", "fmnist-cnn")

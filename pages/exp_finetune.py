@@ -6,8 +6,8 @@ import html
 import streamlit as st
 
 import ui
-from vit_core import data, experiments as ex, viz
-from vit_core.viz import experiments as vz
+from vit_core import data, experiments as ex
+from vit_core.viz.shared import common as viz, experiments as vz
 
 t = ui.t
 SCRATCH_STEPS = 100

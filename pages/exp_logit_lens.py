@@ -5,7 +5,7 @@ import streamlit as st
 
 import ui
 from vit_core import experiments as ex
-from vit_core.viz import experiments as vz
+from vit_core.viz.shared import experiments as vz
 
 t = ui.t
 lv = ui.page("exp.lens", vit_only=True)

@@ -6,7 +6,7 @@ import streamlit as st
 import ui
 from vit_core import data, experiments as ex
 from vit_core.images import load_image
-from vit_core.viz import experiments as vz
+from vit_core.viz.shared import experiments as vz
 
 t = ui.t
 PROOF_SHUFFLES = 7  # seeded shuffles checked beside the learner's

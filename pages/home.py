@@ -3,7 +3,8 @@
 import streamlit as st
 
 import ui
-from vit_core import analysis, viz
+from vit_core import analysis
+from vit_core.viz.shared import common as viz
 
 t = ui.t
 lv = ui.page("home")

@@ -6,7 +6,7 @@ import streamlit as st
 
 import ui
 from vit_core import analysis, experiments as ex
-from vit_core.viz import experiments as vx, rollout as vz
+from vit_core.viz.shared import experiments as vx, rollout as vz
 
 t = ui.t
 lv = ui.page("rollout", vit_only=True)

@@ -3,8 +3,8 @@
 import streamlit as st
 
 import ui
-from vit_core import analysis, claims, experiments as ex, viz
-from vit_core.viz import experiments as vx, steps as vz
+from vit_core import analysis, claims, experiments as ex
+from vit_core.viz.shared import common as viz, experiments as vx, steps as vz
 
 t = ui.t
 lv = ui.page("step1")

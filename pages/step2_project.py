@@ -4,8 +4,8 @@ import numpy as np
 import streamlit as st
 
 import ui
-from vit_core import analysis, viz
-from vit_core.viz import steps as vz
+from vit_core import analysis
+from vit_core.viz.shared import common as viz, steps as vz
 
 t = ui.t
 lv = ui.page("step2")

@@ -3,10 +3,10 @@
 import streamlit as st
 
 import ui
-from vit_core import analysis, claims, viz
+from vit_core import analysis, claims
 from vit_core.experiments import VIT_TABLE8
 from vit_core.model import resample_pos_embed
-from vit_core.viz import steps as vz
+from vit_core.viz.shared import common as viz, steps as vz
 
 t = ui.t
 lv = ui.page("step3")

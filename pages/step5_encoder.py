@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from vit_core import analysis, experiments as ex, viz
-from vit_core.viz import encoder as vz, experiments as vx
+from vit_core import analysis, experiments as ex
+from vit_core.viz.shared import common as viz, encoder as vz, experiments as vx
 
 t = ui.t
 lv = ui.page("step5", vit_only=True)
@@ -142,7 +142,7 @@ with right:
             series[name] = added[part][:, 0, tokens].mean(-1)  # (L,)
             dash[name] = "dot" if who == "patch" else "solid"
     ui.plot(viz.lines(range(1, L + 1), series, title=t("step5.fig.added"), x_title=t("step5.axis.layer"),
-                      y_title=t("step5.axis.norm"), height=380, dash=dash).update_layout(legend_y=-0.3),
+                      y_title=t("step5.axis.norm"), height=380, dash=dash, legend_y=-0.3),
             key="step5.added")
 st.caption(t("step5.residual.caption"))
 ui.show_tensor(t("step5.tensor.norms"), norms)

@@ -3,8 +3,8 @@
 import streamlit as st
 
 import ui
-from vit_core import analysis, viz
-from vit_core.viz import encoder as vz
+from vit_core import analysis
+from vit_core.viz.shared import common as viz, encoder as vz
 
 t = ui.t
 lv = ui.page("step6", vit_only=True)

@@ -189,7 +189,7 @@ def ranges(labels: list[str], mean, lo, hi, *, title: str | None = None, x_title
 
 def lines(x, series: dict[str, np.ndarray], *, title: str | None = None, x_title: str | None = None,
           y_title: str | None = None, height: int | None = None, y_range=None, dash: dict[str, str] | None = None,
-          markers: bool = True) -> go.Figure:
+          markers: bool = True, legend_y: float = -0.2) -> go.Figure:
     """Several named curves over the same x (one colour each from a colour-blind safe cycle)."""
     fig = go.Figure()
     for i, (name, ys) in enumerate(series.items()):
@@ -198,7 +198,7 @@ def lines(x, series: dict[str, np.ndarray], *, title: str | None = None, x_title
                                  line=dict(color=PALETTE[i % len(PALETTE)], dash=(dash or {}).get(name, "solid"))))
     fig.update_xaxes(title=x_title)
     fig.update_yaxes(title=y_title, range=y_range)
-    return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.2))
+    return style(fig, title=title, height=height, legend=dict(orientation="h", y=legend_y))
 
 
 # Okabe & Ito (2008): eight colours distinguishable with every common colour-vision deficiency.

@@ -1,0 +1,48 @@
+"""vit_core.viz.shared: a figure built once per distinct input, shared by every caller."""
+
+import numpy as np
+import torch
+
+from vit_core.viz import shared
+from vit_core.viz.common import bars
+
+
+def test_equal_inputs_share_one_figure_and_different_ones_do_not():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    first = shared.common.heatmap(a, colorbar_title="x")
+    assert shared.common.heatmap(a.copy(), colorbar_title="x") is first  # equal content, another array
+    b = a.copy()
+    b[0, 0] = -1
+    assert shared.common.heatmap(b, colorbar_title="x") is not first
+    assert shared.common.heatmap(a, colorbar_title="y") is not first  # any argument counts
+    assert shared.common.heatmap(a.astype(np.float64), colorbar_title="x") is not first  # so does the dtype
+    np.testing.assert_array_equal(np.asarray(first.data[0].z, dtype=np.float32), a)
+
+
+def test_fingerprints_see_content_shape_and_dtype():
+    f = shared.fingerprint
+    assert f([np.zeros(4), {"k": 1}]) == f([np.zeros(4), {"k": 1}])
+    assert f(np.zeros(4)) != f(np.zeros((2, 2))) and f(np.zeros(4)) != f(np.zeros(4, dtype=np.float32))
+    assert f(torch.ones(3)) == f(np.ones(3, dtype=np.float32))
+    assert f(range(1, 5)) != f(range(1, 6)) and f(1) != f(1.0) and f(True) != f(1)
+
+
+def test_inputs_it_cannot_compare_are_built_every_time():
+    class Opaque:
+        pass
+
+    calls = []
+    module = type("M", (), {"__name__": "m", "build": staticmethod(lambda x: calls.append(x) or object())})
+    mod = shared.SharedModule(module)
+    o = Opaque()
+    assert mod.build(o) is not mod.build(o) and len(calls) == 2
+    assert mod.build(3) is mod.build(3) and len(calls) == 3
+
+
+def test_the_table_is_bounded(monkeypatch):
+    monkeypatch.setattr(shared, "ENTRIES", 3)
+    figs = [shared.common.bars(["a"], [float(i)]) for i in range(5)]
+    assert len(shared._table) <= 3
+    assert shared.common.bars(["a"], [4.0]) is figs[4]  # the most recent stay
+    assert shared.common.bars(["a"], [0.0]) is not figs[0]  # the oldest went
+    assert shared.common.bars is not bars and shared.common.PALETTE is shared._common.PALETTE
