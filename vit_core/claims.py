@@ -71,43 +71,43 @@ def card_run(model: str, path: Path | None = None) -> dict:
             "wall_time_s": card["wall_time_s"], "source": "card", "command": card["command"]}
 
 
+class _Spread:
+    """Mean, lowest and highest of a measurement repeated over seeds (a subclass's `values`)."""
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def lo(self) -> float:
+        return min(self.values)
+
+    @property
+    def hi(self) -> float:
+        return max(self.values)
+
+
 @dataclass(frozen=True)
-class Cell:
-    """One model at one training-set size: a run per seed."""
+class Cell(_Spread):
+    """One model at one training-set size (or one variant): a run per seed."""
     accuracies: tuple[float, ...]
     seeds: tuple[int, ...]
     cpu_s: tuple[float, ...]
 
     @property
-    def mean(self) -> float:
-        return sum(self.accuracies) / len(self.accuracies)
-
-    @property
-    def lo(self) -> float:
-        return min(self.accuracies)
-
-    @property
-    def hi(self) -> float:
-        return max(self.accuracies)
+    def values(self) -> tuple[float, ...]:
+        return self.accuracies
 
 
 @dataclass(frozen=True)
-class Gap:
+class Gap(_Spread):
     """CNN − ViT test accuracy at one size, over the seeds both models ran."""
     size: int
     gaps: tuple[float, ...]
 
     @property
-    def mean(self) -> float:
-        return sum(self.gaps) / len(self.gaps)
-
-    @property
-    def lo(self) -> float:
-        return min(self.gaps)
-
-    @property
-    def hi(self) -> float:
-        return max(self.gaps)
+    def values(self) -> tuple[float, ...]:
+        return self.gaps
 
 
 @dataclass(frozen=True)
