@@ -614,13 +614,22 @@ LAB_SETTINGS = {
     "vx.step3.ref": lambda v: v in ("patch", "0", "1"),
     "vx.step3.height": lambda v: type(v) is int and 1 <= v <= 4096,
     "vx.step3.width": lambda v: type(v) is int and 1 <= v <= 4096,
+    "rollout.orders": lambda v: type(v) is int and 1 <= v <= 5,
+    "step5.windows.shift": lambda v: isinstance(v, bool),
 }
 LAYER_RANGE = re.compile(r"^rollout\.layers\.(\d{1,3})$")
+# Settings whose key names what bounds them: the stride of a Q-pixel cut, steps over N patches, a window on h×w
+SIZED_SETTINGS = [(re.compile(r"^vx\.step1\.stride\.(\d{1,4})$"), lambda v, m: 1 <= v <= int(m[1])),
+                  (re.compile(r"^rollout\.steps\.(\d{1,5})$"), lambda v, m: 2 <= v <= int(m[1])),
+                  (re.compile(r"^step5\.windows\.size\.(\d{1,3})x(\d{1,3})$"), lambda v, m: 1 <= v <= max(int(m[1]), int(m[2])))]
 
 
 def _lab_ok(key: str, value) -> bool:
     if key in LAB_SETTINGS:
         return LAB_SETTINGS[key](value)
+    for pattern, check in SIZED_SETTINGS:
+        if (sized := pattern.match(key)):
+            return type(value) is int and check(value, sized)
     m = LAYER_RANGE.match(key)
     return bool(m) and isinstance(value, (list, tuple)) and len(value) == 2 and all(type(v) is int for v in value) \
         and 1 <= value[0] <= value[1] <= int(m[1])

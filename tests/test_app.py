@@ -314,6 +314,36 @@ def test_the_address_carries_the_view_and_a_new_session_reopens_it():
     assert again.slider(key="vx.rollout.layer").value == 4
 
 
+def test_the_address_carries_the_stride_and_window_what_ifs():
+    def address(at):
+        return {k: v[0] if isinstance(v, list) else v for k, v in dict(at.query_params).items()}
+
+    def reopen(q, page):  # a new session on that address
+        again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        for k, v in q.items():
+            again.query_params[k] = v
+        again.run()
+        again.switch_page(page).run()
+        assert_clean(again)
+        return again
+
+    at = open_app("en", "pages/step1_patchify.py")
+    at.slider(key="vx.step1.stride.4").set_value(2).run()
+    assert address(at)["vx.step1.stride.4"] == "2"
+    assert reopen(address(at), "pages/step1_patchify.py").slider(key="vx.step1.stride.4").value == 2
+    too_wide = reopen(address(at) | {"vx.step1.stride.4": "9"}, "pages/step1_patchify.py")  # wider than the patch
+    assert too_wide.slider(key="vx.step1.stride.4").value == 4  # ignored: the default, the patch size
+
+    at.switch_page("pages/step5_encoder.py").run()
+    at.slider(key="step5.windows.size.7x7").set_value(2).run()
+    at.toggle(key="step5.windows.shift").set_value(True).run()
+    assert_clean(at)
+    q = address(at)
+    assert (q["step5.windows.size.7x7"], q["step5.windows.shift"]) == ("2", "true")
+    again = reopen(q, "pages/step5_encoder.py")
+    assert again.slider(key="step5.windows.size.7x7").value == 2 and again.toggle(key="step5.windows.shift").value
+
+
 def test_an_address_naming_an_own_photo_asks_for_it_again_and_bad_values_are_ignored():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     for k, v in {"lang": "zh", "image": "upload", "patch": "99,-1", "layer": "x", "rollout.discard": "7",
