@@ -81,7 +81,10 @@ what_if()
 # --- the same trade-off, trained: the patch-size study (python -m vit_core.studies run)
 st.subheader(t("step1.study.title"))
 st.markdown(t("step1.study.lead", epochs=claims.SHORT_EPOCHS, n=claims.SIZES[-1]))
-rows = claims.patch_rows(claims.ablation("patch_size", "patch_size"))
+study = claims.ablation("patch_size", "patch_size")
+rows = claims.patch_rows(study)
+if study.missing:
+    st.caption(t("step1.study.missing", left=", ".join(j.split("-")[1] for j in study.missing)))
 if rows:
     st.dataframe({t("step1.study.col.P"): [r["P"] for r in rows], t("step1.study.col.T"): [r["tokens"] for r in rows],
                   t("step1.study.col.acc"): [f"{r['cell'].mean:.2%} ({len(r['cell'].seeds)})" for r in rows],

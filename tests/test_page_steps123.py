@@ -348,7 +348,7 @@ def test_step1_shows_the_patch_size_study_with_p4_from_the_learned_embedding_run
            run("pos-none-s0", 4, 0.70, position_embeddings="none")]  # not P = 4 of the patch study
     (tmp_path / "position_embeddings.json").write_text(json.dumps({"runs": pos, "planned": []}))
     (tmp_path / "patch_size.json").write_text(json.dumps({"runs": [run("patch-7-s0", 7, 0.86), run("patch-14-s0", 14, 0.8)],
-                                                          "planned": ["patch-7-s0", "patch-14-s0"]}))
+                                                          "planned": ["patch-7-s0", "patch-14-s0", "patch-14-s1"]}))
     monkeypatch.setattr(claims, "EXPERIMENTS", tmp_path)
     at = open_app("en", "pages/step1_patchify.py", **{"vx.model": model_id})
     assert_clean(at)
@@ -357,6 +357,7 @@ def test_step1_shows_the_patch_size_study_with_p4_from_the_learned_embedding_run
     assert table[translate("step1.study.col.T", "en")].tolist() == [50, 17, 5]
     assert table[translate("step1.study.col.acc", "en")].tolist() == ["89.00% (2)", "86.00% (1)", "80.00% (1)"]
     assert table[translate("step1.study.col.train", "en")].tolist() == ["250", "143", "71"]
+    assert translate("step1.study.missing", "en", left="14") in [c.value for c in at.caption]
 
 
 def test_pictures_go_to_the_browser_as_compressed_images_of_the_same_pixels():

@@ -183,8 +183,9 @@ def ranges(labels: list[str], mean, lo, hi, *, title: str | None = None, x_title
                                error_x=dict(type="data", symmetric=False, array=hi - mean, arrayminus=mean - lo, width=8),
                                hovertemplate="%{y} · %{x:.4f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title=x_title, tickformat=tick_format)
-    return style(fig, title=title, height=height or 90 + 60 * len(labels))
+    pad = max(0.01, 0.25 * float(hi.max() - lo.min()))  # the dots' neighbourhood, not the axis from zero
+    fig.update_xaxes(title=x_title, tickformat=tick_format, range=[float(lo.min()) - pad, float(hi.max()) + pad])
+    return style(fig, title=title, height=height or 110 + 60 * len(labels))
 
 
 def lines(x, series: dict[str, np.ndarray], *, title: str | None = None, x_title: str | None = None,
