@@ -5,8 +5,8 @@
 
 Every run is one job of the plan below, trained with the embedded models' recipe (vit_core.train:
 RECIPE, AdamW + warmup/cosine, label smoothing, crop + flip). A job saves a checkpoint after every
-validation (at most 1/EVALS of its budget is lost to a crash or the end of a session) and resumes from
-it; two `run` processes share the plan through lock files, so each job runs once. A finished run is
+validation in assets/experiments/in_progress/ (commit it at the end of a working session: at most
+1/EVALS of a job's budget is lost to a crash or a session's end) and resumes from it; two `run` processes share the plan through lock files, so each job runs once. A finished run is
 written to assets/experiments/<study>.json with its command, seed, wall and CPU time, machine and
 validation curve.
 
@@ -43,7 +43,8 @@ from vit_core.model import ViT, count_parameters
 
 ROOT = train.ROOT
 OUT = ROOT / "assets" / "experiments"
-WORK = ROOT / ".cache" / "studies"  # checkpoints and locks of unfinished jobs (not in git)
+WORK = ROOT / ".cache" / "studies"  # the workers' locks (not in git)
+CHECKPOINTS = OUT / "in_progress"  # unfinished jobs' checkpoints: committed, so the next working session resumes them
 KEEP = {"de-vit-1000-s0", "de-cnn-1000-s0", "pos-none-s0"}  # runs whose final weights are kept for re-evaluation
 
 STUDIES = {
@@ -195,12 +196,13 @@ def inference_speed(model, images: torch.Tensor, mean: float, std: float, batch:
     return len(images) / (time.perf_counter() - start)
 
 
-def run_job(job: Job, data: Data, *, progress: bool = True, work: Path = WORK, log=print) -> dict:
+def run_job(job: Job, data: Data, *, progress: bool = True, work: Path = CHECKPOINTS, log=print) -> dict:
     """Train one job (resuming from its checkpoint if there is one) and return its record."""
     x, y = data.subset(job.train_size, job.seed)
     model, config = build(job)
     steps = job.steps()
     every = max(1, steps // EVALS)
+    work.mkdir(parents=True, exist_ok=True)
     ckpt = work / f"{job.name}.pt"
     resume = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
     history = resume["history"] if resume else []
@@ -343,7 +345,7 @@ def run(args) -> None:
                   f"≈ {cpu_minutes_left():.0f} CPU-minutes left", flush=True)
             record = run_job(job, data, progress=not args.no_progress)
             save_record(job.study, record)
-            (WORK / f"{job.name}.pt").unlink(missing_ok=True)
+            (CHECKPOINTS / f"{job.name}.pt").unlink(missing_ok=True)
             print(json.dumps({k: v for k, v in record.items() if k not in ("history", "machine")}), flush=True)
         finally:
             lock.unlink(missing_ok=True)
@@ -352,7 +354,7 @@ def run(args) -> None:
 def status() -> None:
     done = done_jobs()
     for job in plan():
-        ckpt = WORK / f"{job.name}.pt"
+        ckpt = CHECKPOINTS / f"{job.name}.pt"
         state = "done" if job.name in done else (
             f"at step {torch.load(ckpt, weights_only=True)['step']}/{job.steps()}" if ckpt.exists() else "to do")
         print(f"{job.name:24s} {state}")
