@@ -29,6 +29,8 @@ stages = {s: t(f"step4.stage.{s}") for s in (1, 2, 3)}
 stage = ui.choice(st.segmented_control, t("step4.stage.label"), stages, stages, key="step4.stage", default=1)
 heat = dict(colorbar_title=t("step4.value"), x_title=t("step4.axis.dim", D=D), y_title=t("step4.axis.token"),
             hover=t("step4.hover.token"), zmax=zmax)
+if (k := viz.stride_for(D, vz.TOKEN_COLUMNS)) > 1:
+    st.caption(t("step4.every", k=k, D=D, n=len(range(0, D, k))))
 if stage == 1:
     st.caption(t("step4.stage.1.caption", N=N, D=D))
     ui.plot(vz.token_heatmap(patches, labels[p:], title=t("step4.fig.patches", N=N, D=D), **heat), key="step4.seq")

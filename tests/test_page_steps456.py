@@ -179,6 +179,18 @@ def test_token_heatmap_names_rows_readably(prefix):
     assert len(fig.layout.shapes) == 2  # the prefix box and the marked row
 
 
+def test_a_wide_token_map_sends_every_kth_feature_at_its_own_index():
+    values = np.random.default_rng(0).standard_normal((197, 768)).astype(np.float32)  # ViT-B/16's z0
+    fig = vz.token_heatmap(values, [str(i) for i in range(197)], colorbar_title="v", x_title="d", y_title="t",
+                           hover="%{x}")
+    trace = fig.data[0]
+    assert np.asarray(trace.z).shape == (197, 256) and list(trace.x) == list(range(0, 768, 3))
+    np.testing.assert_array_equal(np.asarray(trace.z, dtype=np.float32), values[:, ::3])
+    narrow = vz.token_heatmap(values[:, :64], [str(i) for i in range(197)], colorbar_title="v", x_title="d",
+                              y_title="t", hover="")
+    np.testing.assert_array_equal(np.asarray(narrow.data[0].z, dtype=np.float32), values[:, :64])  # D = 64: all
+
+
 def test_token_heatmap_names_every_row_of_a_short_sequence():
     labels = ["CLS"] + [f"patch {i}" for i in range(6)]
     fig = vz.token_heatmap(np.ones((7, 3)), labels, colorbar_title="v", x_title="d", y_title="t", hover="",

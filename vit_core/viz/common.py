@@ -159,6 +159,11 @@ def heatmap(values: np.ndarray, *, colorbar_title: str, title: str | None = None
     return style(fig, title=title, height=height)
 
 
+def stride_for(n: int, max_n: int) -> int:
+    """The step k that keeps at most `max_n` of `n` evenly spaced rows or columns (every k-th one)."""
+    return max(1, -(-n // max_n))
+
+
 def bars(labels: list[str], values, *, title: str | None = None, x_title: str | None = None,
          highlight: int | None = None, text_format: str = "{:.1%}", height: int | None = None,
          range_: tuple[float, float] | None = None) -> go.Figure:

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vit_core.viz.common import DIVERGING, HIGHLIGHT, PALETTE, SEQUENTIAL, colorbar, style
+from vit_core.viz.common import DIVERGING, HIGHLIGHT, PALETTE, SEQUENTIAL, colorbar, stride_for, style
 
 PREFIX_COLOR = PALETTE[2]  # bluish green: prefix tokens (CLS, distillation), apart from the orange HIGHLIGHT
 PATCH_COLOR = PALETTE[0]
@@ -35,6 +35,9 @@ def _token_axis(fig: go.Figure, labels: list[str], prefix_rows: int, height: int
     fig.update_yaxes(type="category", autorange="reversed", tickvals=[labels[i] for i in vals], ticktext=texts, **kw)
 
 
+TOKEN_COLUMNS = 256  # features of a token map that reach the browser
+
+
 def _row_boxes(fig: go.Figure, D: int, prefix_rows: int, mark_row: int | None, **where) -> None:
     if prefix_rows:
         fig.add_shape(type="rect", x0=-0.5, x1=D - 0.5, y0=-0.5, y1=prefix_rows - 0.5,
@@ -46,8 +49,12 @@ def _row_boxes(fig: go.Figure, D: int, prefix_rows: int, mark_row: int | None, *
 
 def token_heatmap(values: np.ndarray, labels: list[str], *, colorbar_title: str, x_title: str, y_title: str,
                   hover: str, zmax: float | None = None, prefix_rows: int = 0, mark_row: int | None = None,
-                  max_ticks: int = 16, title: str | None = None, height: int | None = None) -> go.Figure:
+                  max_ticks: int = 16, title: str | None = None, height: int | None = None,
+                  max_cols: int = TOKEN_COLUMNS) -> go.Figure:
     """A (tokens × features) matrix, one row per token, rows named by `labels`.
+
+    At most `max_cols` evenly spaced features reach the browser (ViT-B/16: every 3rd of 768), each at
+    its own index, so the hover names the real dimension.
 
     Diverging scale centred on zero (±zmax; pass the same zmax to compare figures). Tick labels: the
     prefix rows plus patch rows spaced to stay readable (197 rows fit); hover names every row.
@@ -58,7 +65,8 @@ def token_heatmap(values: np.ndarray, labels: list[str], *, colorbar_title: str,
     T, D = values.shape
     zmax = zmax or float(np.abs(values).max()) or 1.0
     height = height or max(320, min(560, 120 + 6 * T))
-    fig = go.Figure(go.Heatmap(z=values, y=labels, colorscale=DIVERGING, zmin=-zmax, zmax=zmax,
+    k = stride_for(D, max_cols)
+    fig = go.Figure(go.Heatmap(z=values[:, ::k], x=np.arange(0, D, k), y=labels, colorscale=DIVERGING, zmin=-zmax, zmax=zmax,
                                zmid=0, colorbar=colorbar(colorbar_title), hovertemplate=hover + "<extra></extra>"))
     _token_axis(fig, labels, prefix_rows, height, max_ticks, title=y_title)
     fig.update_xaxes(title=x_title)

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from vit_core.viz.common import (DIVERGING, HIGHLIGHT, SEQUENTIAL, _picture, _pixel_axes, colorbar, heatmap,
-                                 style)
+                                 stride_for, style)
 
 
 def mosaic(tiles: np.ndarray, cols: int, *, gap: int = 1, fill: float = np.nan) -> np.ndarray:
@@ -30,10 +30,6 @@ def mosaic(tiles: np.ndarray, cols: int, *, gap: int = 1, fill: float = np.nan) 
         r, c = divmod(i, cols)
         out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tile
     return out
-
-
-def _stride(n: int, max_n: int) -> int:
-    return max(1, math.ceil(n / max_n))
 
 
 def _fit_height(rows: int, cols: int, width: int, extra: int = 90) -> int:
@@ -81,7 +77,7 @@ def projection_matrix(E: np.ndarray, *, colorbar_title: str, x_title: str, y_tit
     Returns (figure, (rows drawn, columns drawn)).
     """
     E = np.asarray(E, dtype=float)
-    kr, kc = _stride(E.shape[0], max_side), _stride(E.shape[1], max_side)
+    kr, kc = stride_for(E.shape[0], max_side), stride_for(E.shape[1], max_side)
     rows, cols = np.arange(0, E.shape[0], kr), np.arange(0, E.shape[1], kc)
     fig = heatmap(E[::kr, ::kc], colorbar_title=colorbar_title, diverging=True, x=cols, y=rows, x_title=x_title,
                   y_title=y_title, hover="E[%{y}, %{x}] = %{z:.4f}", height=height)
@@ -151,7 +147,7 @@ def similarity_mosaic(sim: np.ndarray, *, colorbar_title: str, selected: tuple[i
     """
     sim = np.asarray(sim, dtype=float)
     h, w = sim.shape[:2]
-    k = max(_stride(h, max_side), _stride(w, max_side))
+    k = max(stride_for(h, max_side), stride_for(w, max_side))
     shown = sim[::k, ::k]  # (h', w', h, w)
     rows, cols = shown.shape[:2]
     z = mosaic(shown.reshape(rows * cols, h, w), cols)
