@@ -59,6 +59,13 @@ def window_gain(history: list[dict], step: int, total: int) -> float:
     return max(within) - max(before) if before and within else math.inf
 
 
+def read_study(study: str, folder: Path | None = None) -> dict:
+    """assets/experiments/<study>.json as written by vit_core.studies, or an empty study if it is not there yet.
+    `folder` defaults to EXPERIMENTS as it is at the call."""
+    path = (EXPERIMENTS if folder is None else folder) / f"{study}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": [], "planned": []}
+
+
 def card_run(model: str, path: Path | None = None) -> dict:
     """An embedded model's card as a data-efficiency run record (the full training set, seed 0)."""
     card = json.loads((path or CARDS[model]).read_text(encoding="utf-8"))["extra"]
@@ -152,16 +159,21 @@ def data_efficiency(folder: Path = EXPERIMENTS, cards: dict[str, Path] | None = 
     Each (model, size) shows its runs at the budget the doubling check chose; while the check is still
     running, seed 0 at the largest budget finished so far stands in.
     """
-    path = folder / "data_efficiency.json"
-    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": [], "planned": []}
+    saved = read_study("data_efficiency", folder)
     every = saved["runs"]
     cells_todo = sorted({(r["model"], r["train_size"]) for r in every if r["train_size"] < SIZES[-1]})
     checks = {c: _final_val(*c, every) for c in cells_todo}
     chosen = {c: chosen_scale(*c, every) for c in cells_todo}
-    shown = [r for r in every if r["train_size"] >= SIZES[-1] or r.get("scale", 1) == (
-        chosen[(r["model"], r["train_size"])] or max(checks[(r["model"], r["train_size"])] or [1]))]
-    shown = [r for r in shown if r["train_size"] >= SIZES[-1] or chosen[(r["model"], r["train_size"])] or r["seed"] == 0]
-    runs = [card_run(m, (cards or {}).get(m)) for m in MODELS] + shown
+
+    def shown(r: dict) -> bool:  # the cell's runs at its chosen budget; seed 0 at the largest one while checking
+        cell = (r["model"], r["train_size"])
+        if cell not in chosen:  # the full training set: one budget, no check
+            return True
+        if chosen[cell]:
+            return r.get("scale", 1) == chosen[cell]
+        return r["seed"] == 0 and r.get("scale", 1) == max(checks[cell] or [1])
+
+    runs = [card_run(m, (cards or {}).get(m)) for m in MODELS] + [r for r in every if shown(r)]
     cells = cells_of(runs)
     gaps = []
     for size in sorted(set(cells["vit"]) & set(cells["cnn"])):
@@ -187,13 +199,10 @@ class Ablation:
 def ablation(study: str, key: str, folder: Path | None = None) -> Ablation:
     """"position_embeddings" by "position_embeddings" or "patch_size" by "patch_size"; an empty study if not run.
     `folder` defaults to EXPERIMENTS as it is at the call."""
-    folder = EXPERIMENTS if folder is None else folder
-    path = folder / f"{study}.json"
-    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": [], "planned": []}
+    saved = read_study(study, folder)
     runs = saved["runs"]
     if study == "patch_size":  # P = 4 under the same schedule is the learned-embedding run of the other study
-        other = folder / "position_embeddings.json"
-        base = json.loads(other.read_text(encoding="utf-8"))["runs"] if other.exists() else []
+        base = read_study("position_embeddings", folder)["runs"]
         runs = [r for r in base if r["position_embeddings"] == "learned"] + runs
     return Ablation(runs, cells_of(runs, key, ("vit",))["vit"], saved.get("planned", []))
 
@@ -337,4 +346,4 @@ def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:
 
 
 __all__ = ["compare_data_efficiency", "position_sentences", "Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
-           "de_verdict", "budget_checks", "chosen_scale", "job_label", "needed_scale", "window_gain"]
+           "de_verdict", "budget_checks", "chosen_scale", "job_label", "needed_scale", "read_study", "window_gain"]

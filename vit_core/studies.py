@@ -37,7 +37,7 @@ import torch
 
 from vit_core import train
 from vit_core.claims import (EPOCHS, EVALS, MIN_STEPS, SCALES, SHORT_EPOCHS, SIZES, STOP_GAIN, STOP_WINDOW, VAL_SEED,
-                             VAL_SIZE, chosen_scale, needed_scale, window_gain)
+                             VAL_SIZE, chosen_scale, needed_scale, read_study, window_gain)
 from vit_core.data import load_fashion_mnist, split_train_val, stratified_subset
 from vit_core.model import ViT, count_parameters
 
@@ -84,7 +84,7 @@ def plan(runs: list[dict] | None = None) -> list[Job]:
     runs at scale 1 and 2 always, 4 and 8 only if the last doubling still gained; seeds 1 and 2 join at
     the chosen scale once it is known, so the plan grows as results come in (`runs`: those on file).
     """
-    runs = load_results("data_efficiency")["runs"] if runs is None else runs
+    runs = read_study("data_efficiency")["runs"] if runs is None else runs
     full, small = SIZES[-1], SIZES[:-1]
     cells = [(m, n) for m in ("vit", "cnn") for n in small]
 
@@ -186,16 +186,6 @@ def should_stop(history: list[dict], step: int, total: int) -> bool:
     return step < total and step >= total / 2 and window_gain(history, step, total) < STOP_GAIN
 
 
-@torch.inference_mode()
-def inference_speed(model, images: torch.Tensor, mean: float, std: float, batch: int = 250) -> float:
-    """Test images per second through the model in eval mode (one thread's worth, batches of 250)."""
-    model.eval()
-    start = time.perf_counter()
-    for i in range(0, len(images), batch):
-        model(train.to_input(images[i:i + batch], mean, std))
-    return len(images) / (time.perf_counter() - start)
-
-
 def run_job(job: Job, data: Data, *, progress: bool = True, work: Path = CHECKPOINTS, log=print) -> dict:
     """Train one job (resuming from its checkpoint if there is one) and return its record."""
     x, y = data.subset(job.train_size, job.seed)
@@ -220,10 +210,13 @@ def run_job(job: Job, data: Data, *, progress: bool = True, work: Path = CHECKPO
         ckpt.with_suffix(".tmp").replace(ckpt)  # a crash mid-write keeps the previous checkpoint
         return rule and should_stop(history, step, steps)
 
-    hyper = {k: v for k, v in train.RECIPE.items()}
+    hyper = train.RECIPE
     result = train.fit(model, x, y, steps=steps, seed=job.seed, mean=data.mean, std=data.std, on_epoch=on_eval,
                        every=every, resume=resume, progress=progress, desc=job.name, **hyper)
+    start = time.perf_counter()  # the test pass is also the inference-speed measurement (batches of 250)
     acc, loss = train.evaluate(model, data.test_images, data.test_labels, data.mean, data.std)
+    test_ips = len(data.test_images) / (time.perf_counter() - start)
+    gain = window_gain(history, result["steps"], steps)
     record = {
         "job": job.name, "model": job.model, "train_size": len(x), "seed": job.seed, "scale": job.scale,
         "position_embeddings": job.pos if job.model == "vit" else None,
@@ -232,13 +225,12 @@ def run_job(job: Job, data: Data, *, progress: bool = True, work: Path = CHECKPO
         "parameters": count_parameters(model),
         "budget_steps": steps, "steps": result["steps"], "epochs": round(result["steps"] * hyper["batch_size"] / len(x), 2),
         "stopped_early": result["steps"] < steps,
-        "last_window_gain": round(window_gain(history, result["steps"], steps), 4),
-        "converged": window_gain(history, result["steps"], steps) < STOP_GAIN,
+        "last_window_gain": round(gain, 4), "converged": gain < STOP_GAIN,
         "test_accuracy": round(acc, 4), "test_loss": round(loss, 4),
         "final_val_accuracy": history[-1]["val_accuracy"],
         "wall_time_s": round(result["wall_s"], 1), "cpu_time_s": round(result["cpu_s"], 1),
         "train_images_per_s": round(result["steps"] * hyper["batch_size"] / result["wall_s"], 1),
-        "test_images_per_s": round(inference_speed(model, data.test_images, data.mean, data.std), 1),
+        "test_images_per_s": round(test_ips, 1),
         "command": f"python -m vit_core.studies run  (job {job.name})", "machine": train.machine(),
         "date": train.now(), "history": history,
     }
@@ -253,11 +245,6 @@ def results_path(study: str, out: Path = OUT) -> Path:
     return out / f"{study}.json"
 
 
-def load_results(study: str, out: Path = OUT) -> dict:
-    path = results_path(study, out)
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"runs": []}
-
-
 def save_record(study: str, record: dict | None, out: Path = OUT, work: Path = WORK) -> None:
     """Add one finished run to its study's file, or with None only write the plan and rules (read-modify-write
     under a lock: two workers share the file)."""
@@ -265,7 +252,7 @@ def save_record(study: str, record: dict | None, out: Path = OUT, work: Path = W
     work.mkdir(parents=True, exist_ok=True)
     with open(work / "results.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        results = load_results(study, out)
+        results = read_study(study, out)
         runs = [r for r in results["runs"] if record is None or r["job"] != record["job"]] + ([record] if record else [])
         order = {j.name: i for i, j in enumerate(plan())}
         runs.sort(key=lambda r: order.get(r["job"], len(order)))
@@ -311,12 +298,12 @@ def claim(job: Job, work: Path = WORK):
 
 
 def done_jobs(out: Path = OUT) -> set[str]:
-    return {r["job"] for s in STUDIES for r in load_results(s, out)["runs"]}
+    return {r["job"] for s in STUDIES for r in read_study(s, out)["runs"]}
 
 
 def cpu_minutes_left(out: Path = OUT) -> float:
     """An estimate of the plan's remaining CPU time from the images per second measured so far."""
-    runs = [r for s in STUDIES for r in load_results(s, out)["runs"]]
+    runs = [r for s in STUDIES for r in read_study(s, out)["runs"]]
     speed = {m: sum(r["train_images_per_s"] for r in runs if r["model"] == m and r["patch_size"] in (4, None))
              / max(1, sum(1 for r in runs if r["model"] == m and r["patch_size"] in (4, None)))
              for m in ("vit", "cnn")}
@@ -358,7 +345,7 @@ def status() -> None:
         state = "done" if job.name in done else (
             f"at step {torch.load(ckpt, weights_only=True)['step']}/{job.steps()}" if ckpt.exists() else "to do")
         print(f"{job.name:24s} {state}")
-    runs = [r for s in STUDIES for r in load_results(s)["runs"]]
+    runs = [r for s in STUDIES for r in read_study(s)["runs"]]
     print(f"# {len(done)}/{len(plan())} done, {sum(r['cpu_time_s'] for r in runs) / 3600:.2f} CPU-hours so far, "
           f"≈ {cpu_minutes_left() / 60:.1f} CPU-hours left")
 
