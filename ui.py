@@ -602,6 +602,55 @@ def token_labels(tr: ViTTrace) -> list[str]:
 
 # Per-page settings a view carries, each with the check a value must pass before it is set (a page
 # still re-checks it against its own model and picture). rollout.layers.<L> is (first, last) of L layers.
+def note_metric(label: str, value: str, note: str) -> None:
+    """A metric whose delta line is a neutral note ("was 49", "×4.0 of P = 4"), not a rise or a fall."""
+    st.metric(label, value, note, delta_color="off", delta_arrow="off")
+
+
+# --- step 2 page (flatten + project)
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _components(model_id: str, _weight: torch.Tensor):
+    return analysis.embedding_components(_weight, k=28)
+
+
+def embedding_components(lv: Live, weight: torch.Tensor):
+    """The principal components of the patch-embedding filters: one SVD per model, not per click."""
+    return _components(lv.model_id, weight)
+
+
+# --- step 3 page (position embedding)
+
+def slot_name(i: int) -> str:
+    """A prefix slot's name: CLS, DIST, then by index."""
+    return t(f"step3.slot.{i}") if i < 2 else t("step3.slot.other", i=i)
+
+
+def position_reference(tr: ViTTrace, cell: tuple[int, int]) -> tuple[int, int] | int:
+    """Step 3's reference radio: the picked patch (returned as its (row, col)) or a prefix slot (its index).
+    A newly picked patch becomes the reference again."""
+    key, options = "vx.step3.ref", ["patch"] + [str(i) for i in range(tr.num_prefix_tokens)]
+    if st.session_state.get("vx.step3.seen") != cell:
+        st.session_state["vx.step3.seen"] = cell
+        st.session_state[key] = "patch"
+    labels = {o: t("step3.ref.patch", r=cell[0], c=cell[1]) if o == "patch" else slot_name(int(o)) for o in options}
+    ref = choice(st.radio, t("step3.ref.label"), options, labels, key=key, default="patch", horizontal=True)
+    return cell if ref == "patch" else int(ref)
+
+
+def grid_size_sliders(tr: ViTTrace) -> tuple[int, int]:
+    """Step 3's picture height and width for resampling, multiples of P up to four times the grid (the default
+    is a wider picture, so the new grid is not square)."""
+    s, size = tr.shapes, []
+    for col, name, default in zip(st.columns(2), ("height", "width"), (s.H, s.P * (3 * s.w // 2))):
+        options = [s.P * i for i in range(1, 4 * max(s.h, s.w) + 1)]
+        key = persist(f"vx.step3.{name}")
+        if st.session_state.get(key) not in options:
+            st.session_state[key] = default
+        size.append(col.select_slider(t(f"step3.resample.{name}", P=s.P), options, key=key))
+    return size[0], size[1]
+
+
 LAB_SETTINGS = {
     "rollout.residual": lambda v: isinstance(v, bool),
     "rollout.fusion": lambda v: v in ("mean", "max", "min"),

@@ -1,6 +1,5 @@
 """Experiment · Logit lens: the final LayerNorm and the head read off the residual stream after every block."""
 
-import numpy as np
 import streamlit as st
 
 import ui
@@ -41,14 +40,12 @@ st.success(t("exp.lens.check", L=s.L, diff=f"{float((lens.logits[-1] - tr.logits
 st.subheader(t("exp.lens.patches.title"))
 st.markdown(t("exp.lens.patches.body", name=names[final]))
 depth = st.slider(t("exp.lens.depth"), 0, s.L, key=ui.setting(f"exp.lens.depth.{s.L}", s.L // 2))
-label = np.array([names[i] for i in lens.patch_top[depth].flatten().tolist()]).reshape(s.h, s.w)
 left, right = st.columns([3, 2])
 with left:
     ui.plot(vz.map_over(lv.display, lens.patch_prob[depth].numpy(), s.P, colorbar_title=t("exp.lens.prob_short"),
-                        zmin=0, zmax=1, text=label, hover=t("exp.lens.patch_hover"),
+                        zmin=0, zmax=1, text=lens.patch_names(depth, names), hover=t("exp.lens.patch_hover"),
                         title=t("exp.lens.fig.patches", d=depth, name=names[final])), key="exp.lens.patches")
 with right:
-    agree = float((lens.patch_top[depth] == final).float().mean())
-    st.metric(t("exp.lens.patch_agree"), f"{agree:.0%}")
+    st.metric(t("exp.lens.patch_agree"), f"{lens.patch_agreement(depth, final):.0%}")
     st.markdown("\n".join(t("exp.lens.patch_class", name=names[c], count=n, N=s.N) for c, n in lens.patch_votes(depth)))
 st.caption(t("exp.lens.patches.caption"))

@@ -1,6 +1,5 @@
 """Experiment · Does position matter? Shuffle the patches with E_pos and with zeros in its place."""
 
-import pandas as pd
 import streamlit as st
 
 import ui
@@ -100,10 +99,9 @@ if on_dataset:
                 t("exp.position.ablation.points", v=f"{100 * (ab.accuracy(False) - ab.accuracy(True)):+.1f}"))
     c[2].metric(t("exp.position.ablation.agree"), f"{ab.agreement:.1%}")
 else:
-    st.dataframe(pd.DataFrame({t("exp.position.ablation.image"): [ui.sample_label(ui.SAMPLES / f) for f in files],
-                               t("exp.position.with"): [names[i] for i in ab.pred_pos.tolist()],
-                               t("exp.position.without"): [names[i] for i in ab.pred_nopos.tolist()]}),
-                 hide_index=True)
+    ui.table({t("exp.position.ablation.image"): [ui.sample_label(ui.SAMPLES / f) for f in files],
+              t("exp.position.with"): [names[i] for i in ab.pred_pos.tolist()],
+              t("exp.position.without"): [names[i] for i in ab.pred_nopos.tolist()]})
     st.caption(t("exp.position.ablation.agree_caption", agree=f"{ab.agreement:.0%}", n=len(files)))
 st.info(t("exp.position.ablation.honest", none=f"{ex.VIT_TABLE8['none']:.1%}", learned=f"{ex.VIT_TABLE8['1d']:.1%}",
           drop=f"{100 * (ex.VIT_TABLE8['1d'] - ex.VIT_TABLE8['none']):.1f}"))

@@ -1,6 +1,5 @@
 """Step 2 · Flatten + project: one patch becomes P²·C numbers, one shared matrix E maps them to D (ViT Eq. 1)."""
 
-import numpy as np
 import streamlit as st
 
 import ui
@@ -16,15 +15,7 @@ pj = analysis.patch_projection(lv.model, tr)
 weight, E = pj.weight, pj.E  # (D, C, P, P) the conv the model runs; (P²C, D) the same numbers as E
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def components(model_id: str, _weight):  # one SVD per model, not per click
-    return analysis.embedding_components(_weight, k=28)
-
-
-x = r"\times"
-st.latex(rf"\underbrace{{x_p}}_{{1 {x} {PPC}}} \; \underbrace{{E}}_{{{PPC} {x} {D}}} + \underbrace{{b}}_{{{D}}}"
-         rf" = \underbrace{{x_p E + b}}_{{1 {x} {D}}} \qquad "
-         rf"\underbrace{{X_p}}_{{{N} {x} {PPC}}} \, E + b = \underbrace{{Z}}_{{{N} {x} {D}}}")
+st.latex(vz.projection_formula(PPC, D, N))
 
 left, right = st.columns([2, 3], gap="large")
 with left:
@@ -52,19 +43,13 @@ st.caption(ui.join(t("step2.E.caption"), t("step2.E.cut", rows=rows, cols=cols, 
 ui.show_tensor("E", E)
 
 st.subheader(t("step2.check.title"))
-diff, tf32 = pj.diff, pj.tf32
-scale = tr.patch_embeddings.abs().max().item()
-st.metric(t("step2.check.metric"), f"{diff:.2e}", t("step2.check.relative", rel=diff / max(scale, 1e-12)),
-          delta_color="off", delta_arrow="off")
-# float32 rounding is ~1e-6 of the output's size; a GPU conv in TF32 (PyTorch's default for cuDNN) keeps
-# only ~3 significant digits, so there the bar is 1e-2 of the size, and the page says why
-ok = diff < (1e-2 if tf32 else 1e-4) * max(1.0, scale)
-(st.success if ok else st.warning)(t(f"step2.check.{'ok' if ok else 'bad'}", N=N, D=D, P=P))
-if tf32:
+ui.note_metric(t("step2.check.metric"), f"{pj.diff:.2e}", t("step2.check.relative", rel=pj.relative))
+(st.success if pj.ok else st.warning)(t(f"step2.check.{'ok' if pj.ok else 'bad'}", N=N, D=D, P=P))
+if pj.tf32:
     st.caption(t("step2.check.tf32"))
 
 st.subheader(t("step2.pca.title"))
-comps, ratio = components(st.session_state["vx.model"], weight)
+comps, ratio = ui.embedding_components(lv, weight)
 n = len(ratio)
 st.markdown(ui.join(t("step2.pca.intro", k=n, PPC=PPC, D=D), t("step2.pca.few", k=n) if n < 28 else ""))
 pc, curve = st.columns([3, 2], gap="large")
@@ -74,8 +59,7 @@ with pc:
             key="step2.pca")
     st.caption(t(f"step2.pca.caption.{'rgb' if s.C == 3 else 'gray'}"))
 with curve:
-    steps = np.arange(1, n + 1)
-    ui.plot(viz.lines(steps, {t("step2.pca.each"): ratio.numpy(), t("step2.pca.total"): ratio.cumsum(0).numpy()},
-                      x_title=t("step2.pca.x"), y_title=t("step2.pca.y"), y_range=[0, 1.02], height=380),
+    shares = {t("step2.pca.each"): ratio.numpy(), t("step2.pca.total"): ratio.cumsum(0).numpy()}
+    ui.plot(viz.lines(range(1, n + 1), shares, x_title=t("step2.pca.x"), y_title=t("step2.pca.y"), y_range=[0, 1.02], height=380),
             key="step2.pca.curve")
     st.caption(t("step2.pca.sum", k=n, p=float(ratio.sum()), p3=float(ratio[:3].sum())))

@@ -1,11 +1,10 @@
 """Step 4: prepend the CLS token, add the position embeddings, and follow the CLS token up the layers."""
 
-import numpy as np
 import streamlit as st
 
 import ui
 from vit_core import analysis
-from vit_core.viz.shared import common as viz, encoder as vz
+from vit_core.viz.shared import common as viz, encoder as vz, steps as vs
 
 t = ui.t
 lv = ui.page("step4", vit_only=True)
@@ -13,11 +12,8 @@ tr = lv.trace
 s = tr.shapes
 p, N, T, D, L = s.prefix, s.N, s.T, s.D, s.L
 labels = ui.token_labels(tr)
-x = r"\times"
 
-prefix_tex = r"x_\text{class};\, x_\text{dist}" if p == 2 else r"x_\text{class}"
-st.latex(rf"z_0 = [\,\underbrace{{{prefix_tex}}}_{{{p}{x}{D}}};\ \underbrace{{x_p^1 E;\, \dots;\, x_p^{{{N}}} E}}_{{{N}{x}{D}}}\,]"
-         rf" + \underbrace{{E_\text{{pos}}}}_{{{T}{x}{D}}} \;\in\; \mathbb{{R}}^{{{T}{x}{D}}}")
+st.latex(vs.sequence_formula(p, N, D))
 if p == 2:
     st.info(t("step4.deit"))
 
@@ -59,23 +55,21 @@ ui.show_tensor(t("step4.tensor.cls"), seq.cls_rows[0])
 
 # --- how the CLS token changes through the layers
 st.subheader(t("step4.layers.title"))
-norms = analysis.token_norms(tr.hidden_states)[:, 0]  # (L+1, T)
-cos = analysis.cosine_to_final(tr.hidden_states, token=0)
+cj = analysis.cls_journey(tr)
 depth = list(range(L + 1))
 left, right = st.columns(2)
 with left:
-    ui.plot(viz.lines(depth, {t("step4.series.cls"): norms[:, 0], t("step4.series.patch"): norms[:, p:].mean(-1)},
+    ui.plot(viz.lines(depth, {t("step4.series.cls"): cj.cls_norm, t("step4.series.patch"): cj.patch_norm},
                       title=t("step4.fig.norm"), x_title=t("step4.axis.layer"), y_title=t("step4.axis.norm"), height=340),
             key="step4.norm")
 with right:
-    to_prev = np.concatenate([[np.nan], cos["to_previous"][:, 0].numpy()])  # z_0 has no previous state
-    ui.plot(viz.lines(depth, {t("step4.series.final"): cos["to_final"][:, 0], t("step4.series.previous"): to_prev},
+    ui.plot(viz.lines(depth, {t("step4.series.final"): cj.to_final, t("step4.series.previous"): cj.to_previous},
                       title=t("step4.fig.cos"), x_title=t("step4.axis.layer"), y_title=t("step4.axis.cos"),
                       height=340, y_range=[-1.05, 1.05]), key="step4.cos")
 st.caption(t("step4.layers.caption"))
 
-maps = analysis.prefix_attention_maps(tr.attentions, tr.grid, p)[:, 0]  # (L, h, w)
 st.markdown(t("step4.attn.text"))
-ui.plot(vz.map_grid(maps, [t("step4.attn.panel", l=i + 1, share=float(m.sum())) for i, m in enumerate(maps)],
+ui.plot(vz.map_grid(cj.attention, [t("step4.attn.panel", l=i + 1, share=float(m.sum()))
+                                     for i, m in enumerate(cj.attention)],
                     colorbar_title=t("step4.attention"), cols=4, hover=t("step4.hover.map")), key="step4.attn")
-ui.show_tensor(t("step4.attn.tensor"), maps)
+ui.show_tensor(t("step4.attn.tensor"), cj.attention)

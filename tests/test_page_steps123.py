@@ -120,6 +120,53 @@ def test_resampling_keeps_prefix_slots_and_matches_the_old_grid_at_the_same_size
     torch.testing.assert_close(new[:, :2], pos[:, :2])  # the page reports this difference (0)
 
 
+def test_the_section_readouts_are_the_live_tensors():
+    """Steps 1-3 read their sections from vit_core: each readout equals the tensors sliced here by hand."""
+    model, card, tr = live_trace()
+    P, p, (h, w) = tr.patch_size, tr.num_prefix_tokens, tr.grid
+    display = card.preprocess.to_display(tr.pixels[0])
+    cut = analysis.patch_cut(tr, display, card.preprocess, (2, 5))
+    assert np.array_equal(cut.picture, display[2 * P:3 * P, 5 * P:6 * P])
+    torch.testing.assert_close(cut.values, tr.pixels[0, :, 2 * P:3 * P, 5 * P:6 * P])
+    lo, hi = cut.value_range  # every normalised pixel of this image lies inside the fixed scale
+    assert lo - 1e-6 <= float(tr.pixels.min()) and float(tr.pixels.max()) <= hi + 1e-6  # float32 input
+    assert lo == pytest.approx(-0.8099150, abs=1e-6)  # Fashion-MNIST: (0 - 0.2860) / 0.3530
+    assert cut.mean == ", ".join(f"{m:g}" for m in card.preprocess.mean)
+
+    pj = analysis.patch_projection(model, tr)
+    assert pj.ok and pj.scale == float(tr.patch_embeddings.abs().max()) and pj.relative < 1e-5
+    assert not analysis.Projection(pj.weight, pj.bias, pj.E, diff=pj.scale, tf32=False, scale=pj.scale).ok
+
+    for reference in [(3, 3), 0]:  # a patch follows to the same place of the new grid; CLS stays CLS
+        new = analysis.resampled_positions(tr.pos_embed, (h, w), (h, w + 3), p, reference)
+        oracle = resample_pos_embed(tr.pos_embed, (h, w + 3), (h, w), p)
+        token = p + new.cell[0] * (w + 3) + new.cell[1] if new.cell else reference
+        torch.testing.assert_close(new.sims, pos_embed_row(oracle, token, (h, w + 3), p)[1])
+        assert (new.grid, new.tokens, new.prefix_change) == ((h, w + 3), p + h * (w + 3), 0.0)
+    assert analysis.resampled_positions(tr.pos_embed, (h, w), (h, w), p, (3, 3)).cell == (3, 3)
+
+
+def test_the_cls_journey_is_the_residual_stream_read_by_hand():
+    _, _, tr = live_trace()
+    cj, states = analysis.cls_journey(tr), torch.stack(list(tr.hidden_states))[:, 0]  # (L+1, T, D)
+    torch.testing.assert_close(cj.cls_norm, states[:, 0].norm(dim=-1))
+    torch.testing.assert_close(cj.patch_norm, states[:, 1:].norm(dim=-1).mean(-1))
+    torch.testing.assert_close(cj.to_final, F.cosine_similarity(states[:, 0], states[-1:, 0], dim=-1))
+    assert torch.isnan(cj.to_previous[0])
+    torch.testing.assert_close(cj.to_previous[1:], F.cosine_similarity(states[1:, 0], states[:-1, 0], dim=-1))
+    cls_rows = torch.stack([a[0, :, 0, 1:].mean(0) for a in tr.attentions]).reshape(-1, *tr.grid)
+    torch.testing.assert_close(cj.attention, cls_rows)
+
+
+def test_the_stride_what_if_counts_against_the_model_s_own_cut():
+    from vit_core import experiments as ex
+
+    own, half = patch_geometry((28, 28), 4, 1), ex.stride_geometry((28, 28), 4, 2, 1)
+    assert ex.stride_counts(half, own) == [("n", 169, 49), ("ppc", 16, 16), ("t", 170, 50), ("att", 170 ** 2, 50 ** 2)]
+    assert "= 169" in viz.experiments.stride_formula((28, 28), 4, 2, 169)
+    assert "= 7 \\times 7 = 49" in vz.patch_count_formula(28, 28, 4, (7, 7), 16)
+
+
 # ----------------------------------------------------------------------------- figure builders
 
 
@@ -327,6 +374,10 @@ def test_step3_shows_the_position_embedding_study_from_its_file(lang, model_id, 
     assert translate("step3.ablation.vs.none", lang, acc=0.85, base=0.89, pts=-4.0) in said
     assert translate("step3.ablation.missing", lang, done=4, planned=6) in said
     assert translate("step3.ablation.paper", lang, pts=2.824) in said  # Table 8: 64.206 % − 61.382 %
+    table = next(d.value for d in at.dataframe if translate("step3.ablation.col.kind", lang) in d.value.columns)
+    column = lambda key: table[translate(f"step3.ablation.col.{key}", lang)].tolist()  # noqa: E731
+    assert column("acc") == ["89.00% (88.00% – 90.00%)", "85.00% (85.00% – 85.00%)", "89.00% (89.00% – 89.00%)"]
+    assert (column("seeds"), column("cpu")) == (["0, 1", "0", "0"], ["10", "10", "10"])  # 600 CPU s = 10 min
 
     monkeypatch.setattr(claims, "EXPERIMENTS", tmp_path / "nothing")  # not run yet: said so, the page stays
     at.run()

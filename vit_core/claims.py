@@ -311,16 +311,27 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     return out
 
 
-def patch_rows(ab: Ablation) -> list[dict]:
-    """The patch-size study as rows, smallest patch first: {"P", "tokens", "cell", "train_ips", "test_ips"}
-    (images per second on one CPU thread, mean over the runs)."""
-    rows = []
+def patch_table(ab: Ablation) -> dict[str, list]:
+    """The patch-size study as table columns, smallest patch first, keyed by column id: "P", "T" (tokens),
+    "acc" (mean test accuracy and the number of seeds), "train" and "test" (images per second on one CPU
+    thread, mean over the runs)."""
+    table = {"P": [], "T": [], "acc": [], "train": [], "test": []}
     for P, cell in sorted(ab.cells.items()):
         mine = [r for r in ab.runs if r["patch_size"] == P]
-        mean = lambda k: sum(r[k] for r in mine) / len(mine)  # noqa: E731
-        rows.append({"P": P, "tokens": mine[0]["tokens"], "cell": cell, "train_ips": mean("train_images_per_s"),
-                     "test_ips": mean("test_images_per_s")})
-    return rows
+        speed = lambda k: f"{sum(r[k] for r in mine) / len(mine):,.0f}"  # noqa: E731
+        for key, value in (("P", P), ("T", mine[0]["tokens"]), ("acc", f"{cell.mean:.2%} ({len(cell.seeds)})"),
+                           ("train", speed("train_images_per_s")), ("test", speed("test_images_per_s"))):
+            table[key].append(value)
+    return table
+
+
+def variant_table(ab: Ablation, variants: list) -> dict[str, list]:
+    """Table columns for `variants` of a study, keyed by column id: "acc" (mean test accuracy and its min–max
+    over the seeds), "seeds", "cpu" (CPU minutes per run, mean)."""
+    cells = [ab.cells[v] for v in variants]
+    return {"acc": [f"{c.mean:.2%} ({c.lo:.2%} – {c.hi:.2%})" for c in cells],
+            "seeds": [", ".join(map(str, c.seeds)) for c in cells],
+            "cpu": [f"{sum(c.cpu_s) / len(c.cpu_s) / 60:.0f}" for c in cells]}
 
 
 def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:

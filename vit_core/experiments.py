@@ -202,6 +202,14 @@ class LogitLens:
             depth -= 1
         return depth
 
+    def patch_names(self, depth: int, names: list[str]) -> list[list[str]]:
+        """(h, w) the name of each patch token's top class at `depth`."""
+        return [[names[i] for i in row] for row in self.patch_top[depth].tolist()]
+
+    def patch_agreement(self, depth: int, final: int) -> float:
+        """The share of patch tokens whose top class at `depth` is `final`."""
+        return float((self.patch_top[depth] == final).float().mean())
+
     def patch_votes(self, depth: int, k: int = 5) -> list[tuple[int, int]]:
         """The k classes most patch tokens read as top-1 at `depth`: (class, patches), most first."""
         counts = self.patch_top[depth].flatten().bincount(minlength=self.cls_probs.shape[1])
@@ -400,6 +408,13 @@ def stride_geometry(image_size: tuple[int, int], patch_size: int, stride: int, i
     T = N + num_prefix_tokens
     return StrideGeometry(P, S, grid, N, P * P * in_chans, T, T * T,
                           ((grid[0] - 1) * S + P, (grid[1] - 1) * S + P), max(0, P - S))
+
+
+def stride_counts(cut: StrideGeometry, base) -> list[tuple[str, int, int]]:
+    """(what, this cut's count, the model's own cut's count) for N, P²·C, T and T²; `base` is the model's
+    `analysis.patch_geometry` (or another StrideGeometry)."""
+    fields = (("n", "num_patches"), ("ppc", "patch_dim"), ("t", "tokens"), ("att", "attention_entries"))
+    return [(name, getattr(cut, f), getattr(base, f)) for name, f in fields]
 
 
 def window_offset(window: int, shift: bool = False) -> int:

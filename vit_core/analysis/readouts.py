@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vit_core.analysis.common import _check_grid, _per_layer
+from vit_core.model import resample_pos_embed
 
 # ----------------------------------------------------------------------------- embeddings and the residual stream
 
@@ -160,6 +161,17 @@ class Projection:
     E: torch.Tensor  # (P²C, D): row i multiplies entry i of a flattened patch
     diff: float  # max |X_p E + b - the trace's patch embeddings|
     tf32: bool  # the model's conv ran in TF32 on a GPU (about 3 significant digits)
+    scale: float  # max |patch embedding|: what the difference is measured against
+
+    @property
+    def relative(self) -> float:
+        return self.diff / max(self.scale, 1e-12)
+
+    @property
+    def ok(self) -> bool:
+        """float32 rounding is ~1e-6 of the output's size; a GPU conv in TF32 (PyTorch's default for cuDNN)
+        keeps only ~3 significant digits, so there the bar is 1e-2 of the size (the page says why)."""
+        return self.diff < (1e-2 if self.tf32 else 1e-4) * max(1.0, self.scale)
 
 
 def patch_projection(model, trace) -> Projection:
@@ -168,7 +180,8 @@ def patch_projection(model, trace) -> Projection:
     bias = proj.bias.detach().cpu().float() if proj.bias is not None else None
     diff = (linear_patch_embed(trace.pixels, weight, bias) - trace.patch_embeddings).abs().max().item()
     return Projection(weight=weight, bias=bias, E=weight.reshape(weight.shape[0], -1).T, diff=diff,
-                      tf32=proj.weight.is_cuda and torch.backends.cudnn.allow_tf32)
+                      tf32=proj.weight.is_cuda and torch.backends.cudnn.allow_tf32,
+                      scale=float(trace.patch_embeddings.abs().max()))
 
 
 @dataclass
@@ -220,6 +233,9 @@ def patch_geometry(image_size: tuple[int, int], patch_size: int, in_chans: int,
     return PatchGeometry(P, grid, N, P * P * in_chans, T, T * T)
 
 
+VIT_B16 = patch_geometry((224, 224), 16, 3)  # the paper's ViT-B/16 at 224×224, for comparison
+
+
 def patch_size_options(image_size: tuple[int, int], patch_size: int | None = None) -> list[int]:
     """Patch sizes that tile H×W exactly and leave at least 2 patches along the shorter side:
     the common divisors of H and W from 2 to min(H, W)/2, plus the model's own `patch_size`."""
@@ -259,3 +275,66 @@ def pos_embed_row(pos_embed: torch.Tensor, token: int, grid: tuple[int, int],
 def corresponding_cell(cell: tuple[int, int], old_grid: tuple[int, int], new_grid: tuple[int, int]) -> tuple[int, int]:
     """The cell of `new_grid` whose area holds the centre of `cell` of `old_grid` (same relative place)."""
     return tuple(min(n - 1, int((i + 0.5) * n / o)) for i, o, n in zip(cell, old_grid, new_grid))
+
+
+@dataclass(frozen=True)
+class PatchCut:
+    """One patch as step 1 shows it: its picture and the numbers the model receives."""
+    picture: object  # (P, P[, 3]) the display crop (numpy, as `display`)
+    values: torch.Tensor  # (C, P, P) the normalised pixels of the patch
+    value_range: tuple[float, float]  # the range any normalised pixel can take: one fixed scale for every patch
+    mean: str  # the normalisation's per-channel mean and std, as written: "0.5, 0.5, 0.5"
+    std: str
+
+
+def patch_cut(trace, display, preprocess, cell: tuple[int, int]) -> PatchCut:
+    """Patch `cell` = (row, col) of `trace`'s grid: the crop of `display` and the model's input numbers."""
+    P, (r, c) = trace.patch_size, cell
+    rows, cols = slice(r * P, (r + 1) * P), slice(c * P, (c + 1) * P)
+    lo = min((0 - m) / sd for m, sd in zip(preprocess.mean, preprocess.std))  # a pixel 0..1, normalised
+    hi = max((1 - m) / sd for m, sd in zip(preprocess.mean, preprocess.std))
+    written = lambda xs: ", ".join(f"{x:g}" for x in xs)  # noqa: E731
+    return PatchCut(display[rows, cols], trace.pixels[0, :, rows, cols], (lo, hi), written(preprocess.mean),
+                    written(preprocess.std))
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """The position embeddings resampled to another grid, as step 3 shows them for one reference slot."""
+    grid: tuple[int, int]  # (h', w')
+    tokens: int  # T' = prefix + h'·w'
+    cell: tuple[int, int] | None  # where the reference patch lands on the new grid (None: a prefix slot)
+    sims: torch.Tensor  # (h', w') cosine similarity of the reference slot with every new patch slot
+    prefix_change: float  # max |change| of the prefix slots: 0, they are kept as they are
+
+
+def resampled_positions(pos_embed: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int],
+                        num_prefix_tokens: int, reference: tuple[int, int] | int) -> Resampled:
+    """Resample `pos_embed` (1, prefix + h·w, D) from `grid` to `new_grid` (bicubic, the prefix kept) and
+    read the similarity map of `reference`: a patch (row, col) of the old grid, followed to the cell of the
+    new grid at the same relative place, or a prefix slot index."""
+    p = num_prefix_tokens
+    new = resample_pos_embed(pos_embed, new_grid, grid, p)  # (1, prefix + h'·w', D)
+    cell = corresponding_cell(reference, grid, new_grid) if isinstance(reference, tuple) else None
+    token = p + cell[0] * new_grid[1] + cell[1] if cell else reference
+    _, sims = pos_embed_row(new, token, new_grid, p)
+    return Resampled(new_grid, new.shape[1], cell, sims, float((new[0, :p] - pos_embed[0, :p]).abs().max()))
+
+
+@dataclass(frozen=True)
+class ClsJourney:
+    """Step 4: the CLS token of image 0 through the residual stream, z_0 … z_L."""
+    cls_norm: torch.Tensor  # (L+1,) |CLS|
+    patch_norm: torch.Tensor  # (L+1,) mean |patch token|
+    to_final: torch.Tensor  # (L+1,) cosine of CLS in z_l with CLS in z_L
+    to_previous: torch.Tensor  # (L+1,) cosine with CLS in z_{l-1}; NaN at z_0, which has no previous state
+    attention: torch.Tensor  # (L, h, w) where CLS looks in each layer, mean over heads, patch keys only
+
+
+def cls_journey(trace) -> ClsJourney:
+    norms = token_norms(trace.hidden_states)[:, 0]  # (L+1, T)
+    p = trace.num_prefix_tokens
+    cos = cosine_to_final(trace.hidden_states, token=0)
+    return ClsJourney(norms[:, 0], norms[:, p:].mean(-1), cos["to_final"][:, 0],
+                      torch.cat([torch.tensor([float("nan")]), cos["to_previous"][:, 0]]),
+                      prefix_attention_maps(trace.attentions, trace.grid, p)[:, 0])

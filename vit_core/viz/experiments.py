@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from vit_core.viz.common import (DIVERGING, HIGHLIGHT, PALETTE, SEQUENTIAL, _mark_patch, _patch_centres, _pixel_axes,
-                                 _to_uint8, colorbar, lines, style)
+                                 _to_uint8, colorbar, image_grid, lines, style)
 
 
 # ----------------------------------------------------------------------------- pictures as images
@@ -191,3 +191,19 @@ def examples_montage(images: np.ndarray, labels: np.ndarray, classes: int, per_c
         for j, img in enumerate(images[np.asarray(labels) == k][:per_class]):
             out[k * (h + gap): k * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = 255 - img
     return out.repeat(scale, 0).repeat(scale, 1)
+
+
+def stride_formula(image_size: tuple[int, int], patch: int, stride: int, num_patches: int) -> str:
+    """LaTeX: how many P×P patches a stride S cuts from H×W, with the numbers filled in."""
+    (H, W), P, S = image_size, patch, stride
+    side = lambda n: rf"\Big(\Big\lfloor\tfrac{{{n}-{P}}}{{{S}}}\Big\rfloor+1\Big)"  # noqa: E731
+    return rf"N = {side(H)}{side(W)} = {num_patches}"
+
+
+def cut_figure(img: np.ndarray, patch: int, stride: int, grid: tuple[int, int], *, title: str | None = None,
+               height: int | None = None) -> go.Figure:
+    """The picture cut every `stride` pixels into `patch`-sized patches: ViT's plain grid when they tile
+    (stride = patch), else the strided cut around the middle patch (`stride_figure`)."""
+    if stride == patch:
+        return image_grid(img, grid, patch, height=height)
+    return stride_figure(img, patch, stride, grid, (grid[0] // 2, grid[1] // 2), title=title, height=height)

@@ -39,9 +39,11 @@ def _fit_height(rows: int, cols: int, width: int, extra: int = 90) -> int:
 
 # ----------------------------------------------------------------------------- step 1
 
-def patch_pixels(values: np.ndarray, *, channel_titles: list[str], colorbar_title: str, zmin: float, zmax: float,
-                 hover: str, height: int | None = None) -> go.Figure:
-    """The P×P values of one patch, one panel per channel on one shared scale (numbers written when they fit)."""
+def patch_pixels(values: np.ndarray, *, channel_titles: list[str], colorbar_title: str,
+                 value_range: tuple[float, float], hover: str, height: int | None = None) -> go.Figure:
+    """The P×P values of one patch, one panel per channel on one shared scale `value_range` (numbers written when
+    they fit)."""
+    zmin, zmax = value_range
     values = np.asarray(values, dtype=float)  # (C, P, P)
     C, P, _ = values.shape
     fig = make_subplots(1, C, subplot_titles=channel_titles if C > 1 else None, horizontal_spacing=0.04)
@@ -161,3 +163,35 @@ def similarity_mosaic(sim: np.ndarray, *, colorbar_title: str, selected: tuple[i
     fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x",
                      constrain="domain")
     return style(fig, height=_fit_height(*z.shape, width, extra=30)), k
+
+
+def patch_count_formula(H: int, W: int, P: int, grid: tuple[int, int], patch_dim: int) -> str:
+    """LaTeX: N = HW/P² with this image's numbers, and the shape of the flattened patches."""
+    N = grid[0] * grid[1]
+    return (rf"N = \frac{{H \cdot W}}{{P^2}} = \frac{{{H} \cdot {W}}}{{{P}^2}} = {grid[0]} \times {grid[1]} = {N}"
+            rf"\qquad x_p \in \mathbb{{R}}^{{N \times (P^2 \cdot C)}} = \mathbb{{R}}^{{{N} \times {patch_dim}}}")
+
+
+def position_formula(prefix: int, grid: tuple[int, int], dim: int) -> str:
+    """LaTeX: z_0 = [prefix tokens; the N projected patches] + E_pos, and E_pos's shape with these numbers."""
+    (h, w), x = grid, r"\times"
+    lead = r"x_{\mathrm{cls}};\, x_{\mathrm{dist}}" if prefix == 2 else r"x_{\mathrm{cls}}"  # DeiT: two prefix tokens
+    return (rf"z_0 = [\,{lead};\, x_p^1 E;\, \dots;\, x_p^{{{h * w}}} E\,] + E_{{pos}}, \qquad "
+            rf"E_{{pos}} \in \mathbb{{R}}^{{T {x} D}} = \mathbb{{R}}^{{({prefix} + {h}\cdot{w}) {x} {dim}}}"
+            rf" = \mathbb{{R}}^{{{prefix + h * w} {x} {dim}}}")
+
+
+def projection_formula(patch_dim: int, dim: int, patches: int) -> str:
+    """LaTeX: Eq. 1's projection for one patch and for all N, with their shapes."""
+    x, PPC, D, N = r"\times", patch_dim, dim, patches
+    return (rf"\underbrace{{x_p}}_{{1 {x} {PPC}}} \; \underbrace{{E}}_{{{PPC} {x} {D}}} + \underbrace{{b}}_{{{D}}}"
+            rf" = \underbrace{{x_p E + b}}_{{1 {x} {D}}} \qquad "
+            rf"\underbrace{{X_p}}_{{{N} {x} {PPC}}} \, E + b = \underbrace{{Z}}_{{{N} {x} {D}}}")
+
+
+def sequence_formula(prefix: int, patches: int, dim: int) -> str:
+    """LaTeX: step 4's z_0 = [prefix tokens; the N projected patches] + E_pos, each part with its shape."""
+    x, p, N, D = r"\times", prefix, patches, dim
+    lead = r"x_\text{class};\, x_\text{dist}" if p == 2 else r"x_\text{class}"
+    return (rf"z_0 = [\,\underbrace{{{lead}}}_{{{p}{x}{D}}};\ \underbrace{{x_p^1 E;\, \dots;\, x_p^{{{N}}} E}}_{{{N}{x}{D}}}\,]"
+            rf" + \underbrace{{E_\text{{pos}}}}_{{{p + N}{x}{D}}} \;\in\; \mathbb{{R}}^{{{p + N}{x}{D}}}")
