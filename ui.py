@@ -449,6 +449,97 @@ def map_exports(lv: Live, values, meta: dict, curves: dict | None, *, suffix: st
                             key=f"{key}.{kind}")
 
 
+# --- the attention rollout lab
+
+def map_plot(lv: Live, values, *, colorbar: str, title: str, key: str) -> None:
+    """A per-patch map over the picture, coloured from 0 to its maximum, at the lab's size (figure shared)."""
+    from vit_core.viz.shared import rollout as shared_rollout
+
+    plot(shared_rollout.map_overlay(lv.display, values, lv.trace.patch_size, colorbar_title=colorbar, title=title,
+                                    height=440), key=key)
+
+
+def faith_budget(patches: int) -> tuple[int, int]:
+    """(steps per curve, random orders) of the faithfulness check, from its sliders' state: the sliders sit
+    below the maps that need the numbers. Steps default to one per patch up to 49 (8 on a grid over 64)."""
+    most = min(patches, 49)
+    steps = st.session_state[setting(f"rollout.steps.{patches}", most if patches <= 64 else 8,
+                                     valid=lambda v: 2 <= v <= most)]
+    return steps, st.session_state[setting("rollout.orders", 1)]
+
+
+def checked_comparison(lv: Live, class_index: int, settings: analysis.RolloutSettings, *, steps: int, orders: int,
+                       passes: int) -> experiments.MapComparison | None:
+    """map_comparison when it may run now (ui.costly: cheap, asked for, or already shown for these same
+    inputs), else None; an error (out of memory on a big model) is shown, and the maps stay usable."""
+    check = (lv.model_id, lv.digest, class_index, settings, steps, orders)
+    if not costly("rollout.faith", check, cheap=experiments.is_cheap(lv.model, lv.trace.shapes.T, passes)):
+        return None
+    try:
+        with st.spinner(t("rollout.faith.spinner", passes=passes)):
+            return map_comparison(lv, class_index, steps=steps, orders=orders, **settings.kwargs())
+    except Exception as err:  # noqa: BLE001 - shown; the page goes on without the check
+        show_error(err)
+        return None
+
+
+def rollout_numbers(roll: analysis.RolloutMap) -> None:
+    """A rollout map's own numbers: where the CLS row's weight went, its largest cells, the whole map."""
+    m = st.columns(3)  # how much of each token ended up in CLS
+    m[0].metric(t("rollout.live.sum"), f"{roll.total:.4f}", help=t("rollout.live.sum_help"))
+    m[1].metric(t("rollout.live.patches"), f"{roll.patches:.4f}", help=t("rollout.live.patches_help"))
+    m[2].metric(t("rollout.live.layers"), str(roll.layers))
+    table(dict(zip([t("rollout.live.row"), t("rollout.live.col"), t("rollout.live.value")], zip(*roll.top))),
+          {t("rollout.live.value"): "%.4f"})
+    st.caption(t("rollout.live.top_caption"))
+    show_tensor(t("rollout.live.tensor"), roll.values)
+
+
+def auc_table(auc: experiments.AucTable, maps: dict[str, str]) -> None:
+    """The faithfulness table: each map (`maps`: id -> its shown name), then one random order, with both AUCs
+    and whether the map beats random."""
+    verdicts = [t(f"rollout.faith.short.{v}") if v else "—" for v in auc.verdicts]
+    table({t("rollout.faith.col.map"): [t("rollout.faith.random_one") if m == "random" else maps[m] for m in auc.maps],
+           t("rollout.faith.col.deletion"): auc.deletion_auc, t("rollout.faith.col.insertion"): auc.insertion_auc,
+           t("rollout.faith.col.verdict", margin=experiments.MARGIN): verdicts},
+          {t(f"rollout.faith.col.{k}"): "%.3f" for k in ("deletion", "insertion")})
+
+
+# --- teach it new classes (exp_finetune)
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def few_shot_task(classes: tuple, shots: int, seed: int, held_out: int) -> experiments.FewShotSet:
+    """experiments.few_shot_set on Fashion-MNIST, kept per (classes, shots, seed, held-out images per class)."""
+    split = fashion_mnist()
+    return experiments.few_shot_set({k: v[0] for k, v in split.items()}, {k: v[1] for k, v in split.items()},
+                                    list(classes), shots, held_out, seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def linear_probe(model_id: str, inputs: tuple, seed: int, _task, _text: str) -> experiments.ProbeResult:
+    """The linear probe of a task, kept per (model, what names the task's images, seed)."""
+    model, card = load_model(model_id)
+    return with_progress(_text, lambda f: experiments.probe_task(model, card.preprocess, _task, seed=seed,
+                                                                 progress=f))
+
+
+def own_probe(lv: Live, names: list[str], pictures: list[list[tuple[str, object]]],
+              seed: int) -> tuple[experiments.OwnSet, experiments.ProbeResult]:
+    """The task of the reader's own pictures ((digest, image) per class, from ui.pictures) and its probe,
+    kept per (model, the pictures' digests, seed)."""
+    own = experiments.own_set(names, [[img for _, img in p] for p in pictures], seed)
+    digests = tuple(tuple(d for d, _ in p) for p in pictures)
+    text = t("exp.finetune.probe.progress", n=sum(map(len, pictures)))
+    return own, linear_probe(lv.model_id, digests, seed, own, text)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def scratch_run(inputs: tuple, steps: int, _text: str) -> experiments.ScratchResult:
+    """The small ViT trained from scratch on the few_shot_task(*inputs) images, kept per (inputs, steps)."""
+    return with_progress(_text, lambda f: experiments.train_from_scratch(few_shot_task(*inputs), steps=steps,
+                                                                         seed=inputs[2], progress=f))
+
+
 def patch_index(tr: ViTTrace) -> tuple[int, int]:
     """The selected patch, clamped to the current grid (another model may have a smaller one)."""
     h, w = tr.grid

@@ -17,26 +17,6 @@ mode = ui.choice(st.segmented_control, t("exp.finetune.mode"), modes, modes, key
                  default="builtin")
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def task(classes: tuple, shots: int, seed: int, held_out: int) -> ex.FewShotSet:
-    split = ui.fashion_mnist()
-    return ex.few_shot_set({k: v[0] for k, v in split.items()}, {k: v[1] for k, v in split.items()}, list(classes),
-                           shots, held_out, seed)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def probe(model_id: str, inputs: tuple, seed: int, _task, _text: str) -> ex.ProbeResult:
-    """The linear probe of a task, kept per (model, what names the task's images, seed)."""
-    model, card = ui.load_model(model_id)
-    return ui.with_progress(_text, lambda f: ex.probe_task(model, card.preprocess, _task, seed=seed, progress=f))
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def scratch(inputs: tuple, _text: str) -> ex.ScratchResult:
-    return ui.with_progress(_text, lambda f: ex.train_from_scratch(task(*inputs), steps=SCRATCH_STEPS, seed=inputs[2],
-                                                                   progress=f))
-
-
 def probe_metrics(res: ex.ProbeResult, names: list[str], train: int, held: int, split: str | None = None):
     st.subheader(t("exp.finetune.probe.title"))
     m = st.columns(3)
@@ -46,15 +26,15 @@ def probe_metrics(res: ex.ProbeResult, names: list[str], train: int, held: int, 
                 help=t("exp.finetune.time_help", n=res.images))
     if split:  # how the reader's pictures were split (the built-in split is told under its montage)
         st.caption(split)
-    st.caption(t("exp.finetune.probe.caption", D=lv.trace.shapes.D, k=len(res.probe.bias), steps=len(res.probe.losses)))
+    answer = ex.probe_readout(res, lv.trace)  # the probe's size, and the new head's answer for the learner's image
+    st.caption(t("exp.finetune.probe.caption", D=answer.features, k=answer.classes, steps=answer.steps))
 
     # --- the learner's own image, classified by the new head
     st.subheader(t("exp.finetune.new.title"))
-    probs = res.probe.classify(lv.trace)
     left, right = st.columns([1, 2])
     left.image(lv.display, caption=ui.image_label(), width=180)
     with right:  # class names may be the reader's own text: escaped, so plotly shows them as typed
-        ui.plot(viz.bars([html.escape(n) for n in names], probs.numpy(), highlight=int(probs.argmax()),
+        ui.plot(viz.bars([html.escape(n) for n in names], answer.probs, highlight=answer.top,
                          x_title=t("exp.finetune.prob"), range_=(0, 1.1)), key="exp.finetune.new")
     st.caption(t("exp.finetune.new.caption"))
 
@@ -84,9 +64,7 @@ if mode == "own":  # --- 2-5 classes of the reader's own pictures: uploads or th
     if min(map(len, pictures)) < ex.MIN_OWN:
         st.info(t("exp.finetune.own.need", min=ex.MIN_OWN))
         st.stop()
-    own = ex.own_set(names, [[img for _, img in p] for p in pictures], seed)
-    digests = tuple(tuple(d for d, _ in p) for p in pictures)
-    res = probe(lv.model_id, digests, seed, own, t("exp.finetune.probe.progress", n=sum(map(len, pictures))))
+    own, res = ui.own_probe(lv, names, pictures, seed)
     probe_metrics(res, names, len(own.train_labels), len(own.test_labels), t(
         "exp.finetune.own.split", train=len(own.train_labels), held=len(own.test_labels), seed=seed, hold=ex.HOLD_FROM))
     st.stop()
@@ -107,13 +85,13 @@ if len(classes) < 2:
     st.warning(t("exp.finetune.too_few"))
     st.stop()
 inputs = (tuple(classes), int(shots), int(seed), held_out)
-ds = task(*inputs)
+ds = ui.few_shot_task(*inputs)
 k = len(classes)
 names = [labels[i] for i in classes]
-montage = vz.examples_montage(ds.train_images.numpy(), ds.train_labels.numpy(), k, min(shots, 10))
+montage = vz.examples_montage(ds.train_images, ds.train_labels, k, min(shots, 10))
 st.image(montage, width=montage.shape[1], caption=t("exp.finetune.montage", rows=t("exp.finetune.sep").join(names),
                                                     shots=shots, held=held_out))
-res = probe(lv.model_id, inputs, int(seed), ds, t("exp.finetune.probe.progress", n=k * (shots + held_out)))
+res = ui.linear_probe(lv.model_id, inputs, int(seed), ds, t("exp.finetune.probe.progress", n=k * (shots + held_out)))
 probe_metrics(res, names, k * shots, k * held_out)
 
 # --- the same few images, a small ViT from scratch
@@ -122,7 +100,7 @@ st.markdown(t("exp.finetune.scratch.body", steps=SCRATCH_STEPS, n=k * shots))
 if st.button(t("exp.finetune.scratch.run"), key="exp.finetune.scratch.run"):
     st.session_state["exp.finetune.scratch_for"] = inputs
 if st.session_state.get("exp.finetune.scratch_for") == inputs:
-    sc = scratch(inputs, t("exp.finetune.scratch.progress", steps=SCRATCH_STEPS))
+    sc = ui.scratch_run(inputs, SCRATCH_STEPS, t("exp.finetune.scratch.progress", steps=SCRATCH_STEPS))
     ui.plot(vz.grouped_bars([t("exp.finetune.set.train", n=k * shots), t("exp.finetune.set.test", n=k * held_out)],
                             {t("exp.finetune.series.probe"): [res.train_accuracy, res.test_accuracy],
                              t("exp.finetune.series.scratch"): [sc.train_accuracy, sc.test_accuracy]},

@@ -12,7 +12,7 @@ t = ui.t
 lv = ui.page("rollout", vit_only=True)
 tr = lv.trace
 s = tr.shapes
-p, h, w, P, N, T, L, H = s.prefix, s.h, s.w, s.P, s.N, s.T, s.L, s.heads
+N, T, L, H = s.N, s.T, s.L, s.heads
 names = lv.class_names()
 st.info(t("rollout.upload_hint", name=ui.image_label(), classes=len(names)))
 
@@ -27,26 +27,23 @@ discard = c[2].slider(t("rollout.discard"), 0.0, 0.95, step=0.05, key=ui.setting
                       help=t("rollout.discard_help"))
 first, last = c[3].slider(t("rollout.layers"), 1, L, key=ui.setting(f"rollout.layers.{L}", (1, L)),
                           help=t("rollout.layers_help"))
-settings = dict(residual=residual, head_fusion=fusion, discard_ratio=discard, start_layer=first - 1, end_layer=last)
-joint = analysis.attention_rollout(tr.attentions, num_prefix_tokens=p, **settings)  # (1, T, T)
-rollout_map = analysis.rollout_to_grid(joint, tr.grid, p)[0]  # (h, w): the CLS row over the patches
-top = tr.probs[0].topk(min(5, len(names)))
-classes = {int(i): t("rollout.class_option", name=names[i], p=float(v)) for v, i in zip(top.values, top.indices)}
+settings = analysis.RolloutSettings(residual, fusion, discard, start_layer=first - 1, end_layer=last)
+roll = analysis.rollout_map(tr, settings)  # the CLS row of R over the patches, its sums and its top patches
+classes = {i: t("rollout.class_option", name=names[i], p=prob) for i, prob in analysis.top_classes(tr, 5)}
 
 # --- rollout beside one raw attention map
 pick = st.columns(2)
 pick[0].caption(t("rollout.rollout_settings"))
 with pick[1]:
     layer, head = ui.layer_head_picker(L, H, key="rollout")
-raw = tr.attentions[layer][0, head, 0, p:].reshape(h, w)  # CLS row of one head, patch keys only
 left, right = st.columns(2)
 with left:
-    ui.plot(vz.map_overlay(lv.display, rollout_map, P, colorbar_title=t("rollout.cbar.rollout"), height=440,
-                           title=t("rollout.fig.rollout", a=first, b=last)), key="rollout.map")
+    ui.map_plot(lv, roll.values, colorbar=t("rollout.cbar.rollout"), title=t("rollout.fig.rollout", a=first, b=last),
+                key="rollout.map")
     st.caption(t("rollout.rollout_caption"))
-with right:
-    ui.plot(vz.map_overlay(lv.display, raw, P, colorbar_title=t("rollout.cbar.attention"), height=440,
-                           title=t("rollout.fig.raw", l=layer + 1, h=head + 1)), key="rollout.raw")
+with right:  # the CLS row of one head, patch keys only
+    ui.map_plot(lv, analysis.cls_attention(tr, layer, head), colorbar=t("rollout.cbar.attention"),
+                title=t("rollout.fig.raw", l=layer + 1, h=head + 1), key="rollout.raw")
     st.caption(t("rollout.raw_caption"))
 
 # --- for one class: gradient rollout and occlusion (with the check below: run unasked when cheap)
@@ -56,26 +53,15 @@ cls = ui.choice(c[0].selectbox, t("rollout.class"), classes, classes, key="rollo
 c[1].markdown(t("rollout.gradient.lead"))
 c[1].expander(t("rollout.gradient.more")).markdown(t("rollout.gradient.body", a=first, b=last))
 left, right = st.columns(2)
-steps = st.session_state[ui.setting(f"rollout.steps.{N}", min(N, 49) if N <= 64 else 8,
-                                    valid=lambda v: 2 <= v <= min(N, 49))]
-orders = st.session_state[ui.setting("rollout.orders", 1)]
+steps, orders = ui.faith_budget(N)  # set by the sliders of the check further down
 passes = ex.comparison_passes(N, steps, orders)
-res = None
-if ui.costly("rollout.faith", (lv.model_id, lv.digest, cls, settings, steps, orders),
-             cheap=ex.is_cheap(lv.model, T, passes)):
-    try:
-        with st.spinner(t("rollout.faith.spinner", passes=passes)):
-            res = ui.map_comparison(lv, cls, steps=steps, orders=orders, **settings)
-    except Exception as err:  # noqa: BLE001 - out of memory on a big model: say so, the maps stay usable
-        ui.show_error(err)
+res = ui.checked_comparison(lv, cls, settings, steps=steps, orders=orders, passes=passes)
 grad_map = None
 try:
-    grads = ui.attention_gradients(lv, cls)
-    R = analysis.gradient_rollout(tr.attentions, grads, start_layer=first - 1, end_layer=last)  # (1, T, T)
-    grad_map = analysis.rollout_to_grid(R, tr.grid, p)[0]
+    grad_map = analysis.gradient_rollout_map(tr, ui.attention_gradients(lv, cls), settings)
     with left:
-        ui.plot(vz.map_overlay(lv.display, grad_map, P, colorbar_title=t("rollout.cbar.gradient"), height=440,
-                               title=t("rollout.fig.gradient", name=names[cls])), key="rollout.grad")
+        ui.map_plot(lv, grad_map, colorbar=t("rollout.cbar.gradient"), title=t("rollout.fig.gradient", name=names[cls]),
+                    key="rollout.grad")
 except Exception as err:  # noqa: BLE001 - out of memory on a big model: say so, the other maps stay
     left.warning(ui.error_text(err))
 with right:
@@ -83,11 +69,11 @@ with right:
         st.info(t("rollout.occlusion.costly", passes=passes))
         ui.ask_button(t("rollout.faith.run", runs=passes), key="rollout.run", state="rollout.faith")
     else:
-        ui.plot(vx.map_over(lv.display, res.maps["occlusion"].numpy(), P, colorbar_title=t("rollout.cbar.occlusion"),
+        ui.plot(vx.map_over(lv.display, res.maps["occlusion"], s.P, colorbar_title=t("rollout.cbar.occlusion"),
                             diverging=True, hover="%{z:.4f}", title=t("rollout.fig.occlusion", name=names[cls]),
                             height=440), key="rollout.occlusion")
         st.caption(t("rollout.occlusion.caption", p=res.base_prob, N=N, s=res.occlusion_s,
-                     device=lv.model.device.type.upper()))
+                     device=res.device_kind.upper()))
 available = {"occlusion": res is not None, "rollout": True, "gradient": grad_map is not None}
 maps = {m: t(f"rollout.map.{m}") for m in ex.MAPS if available[m]}
 if res is not None:
@@ -100,17 +86,9 @@ st.subheader(t("rollout.what.title"))
 st.markdown(t("rollout.what.lead"))
 st.expander(t("rollout.what.more")).markdown(t("rollout.what.body"))
 for line in vz.rollout_formula(residual=residual, fusion=fusion, discard=discard, first=first, last=last, heads=H,
-                               tokens=T, patches=N, grid=(h, w)):
+                               tokens=T, patches=N, grid=tr.grid):
     st.latex(line)
-row = joint[0, 0]  # (T,) how much of each token ended up in CLS
-m = st.columns(3)
-m[0].metric(t("rollout.live.sum"), f"{float(row.sum()):.4f}", help=t("rollout.live.sum_help"))
-m[1].metric(t("rollout.live.patches"), f"{float(row[p:].sum()):.4f}", help=t("rollout.live.patches_help"))
-m[2].metric(t("rollout.live.layers"), str(last - first + 1))
-ui.table(dict(zip([t("rollout.live.row"), t("rollout.live.col"), t("rollout.live.value")],
-                  zip(*analysis.top_patches(rollout_map, 5)))), {t("rollout.live.value"): "%.4f"})
-st.caption(t("rollout.live.top_caption"))
-ui.show_tensor(t("rollout.live.tensor"), rollout_map)
+ui.rollout_numbers(roll)  # where the CLS row's weight went, its top patches, the map as numbers
 
 # --- which map is faithful? deletion / insertion of all three against random orders
 st.subheader(t("rollout.faith.title"))
@@ -122,12 +100,7 @@ f[1].slider(t("rollout.faith.steps"), 2, min(N, 49), key=f"rollout.steps.{N}", h
 f[2].slider(t("rollout.faith.orders"), 1, 5, key="rollout.orders", help=t("rollout.faith.orders_help"))
 curves = res.curves(target) if res is not None else None
 if res is not None:
-    beats = t("rollout.faith.col.verdict", margin=ex.MARGIN)
-    ui.table({t("rollout.faith.col.map"): [maps[m] for m in ex.MAPS] + [t("rollout.faith.random_one")],
-              t("rollout.faith.col.deletion"): [res.faithfulness[m].deletion_auc for m in ex.MAPS + ("random",)],
-              t("rollout.faith.col.insertion"): [res.faithfulness[m].insertion_auc for m in ex.MAPS + ("random",)],
-              beats: [t(f"rollout.faith.short.{res.verdict(m)}") for m in ex.MAPS] + ["—"]},
-             {t(f"rollout.faith.col.{k}"): "%.3f" for k in ("deletion", "insertion")})
+    ui.auc_table(res.auc_table(), maps)
     st.caption(t("rollout.faith.table_caption", n=orders, steps=steps))
     ui.faithfulness_curves(curves, names=(maps[target], t("rollout.faith.random" if orders > 1 else
                                                            "rollout.faith.random_one", n=orders)),
@@ -142,9 +115,6 @@ st.expander(t("rollout.faith.read_title")).markdown(t("rollout.faith.read"))
 # --- export what is shown
 st.subheader(t("rollout.export.title"))
 st.caption(t("rollout.export.caption", map=maps[target]))
-scores = {"rollout": rollout_map, "gradient": grad_map}.get(target, res and res.maps["occlusion"])
-meta = {"model": lv.card.title or lv.card.name, "image": lv.image_name, "map": target, "query_token": "CLS",
-        "grid": [h, w], "patch_size": P, "start_layer": first, "end_layer": last, "class_index": cls,
-        "class_name": names[cls]} | ({"residual": residual, "head_fusion": fusion, "discard_ratio": round(discard, 4)}
-                                     if target == "rollout" else {})
-ui.map_exports(lv, scores, meta, curves, suffix=target, key="rollout")
+shown = {"rollout": roll.values, "gradient": grad_map, "occlusion": res and res.maps["occlusion"]}[target]
+out = vz.map_export(lv.card, lv.image_name, tr, settings, target, shown, cls, names[cls], curves)
+ui.map_exports(lv, out.values, out.meta, out.curves, suffix=target, key="rollout")

@@ -272,6 +272,87 @@ def test_attention_gradients_match_a_recomputed_last_block(tiny_vit):
     torch.testing.assert_close(grads[-1], expected)
 
 
+# ----------------------------------------------------------------------------- the rollout lab's readouts of a trace
+
+@pytest.fixture(scope="module")
+def wide_deit():
+    """Two prefix tokens, a 2×3 grid, weights wide enough that attention is far from uniform."""
+    cfg = ViTConfig(image_size=(16, 24), patch_size=8, embed_dim=16, depth=3, num_heads=2, mlp_dim=32, num_classes=4,
+                    distilled=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        model = ViT(cfg).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.normal_(0, 0.5)
+    return model
+
+
+def deit_trace(model, seed=4):
+    return model.trace(torch.randn(1, 3, 16, 24, generator=torch.Generator().manual_seed(seed)))
+
+
+def test_rollout_map_of_one_layer_is_its_head_mean_cls_row(wide_deit):
+    """With one layer, no residual and no discarding, rollout is that layer's head-mean attention: the map is the
+    CLS row over the patches, which with the distillation token's share makes the whole row sum to 1."""
+    tr = deit_trace(wide_deit)
+    roll = analysis.rollout_map(tr, analysis.RolloutSettings(residual=False, start_layer=1, end_layer=2), top=3)
+    row = tr.attentions[1][0].mean(0)[0]  # (T,) CLS's attention, mean over heads
+    torch.testing.assert_close(roll.values, row[2:].reshape(2, 3))
+    assert roll.total == pytest.approx(1.0, abs=1e-5) and roll.patches == pytest.approx(float(row[2:].sum()), abs=1e-6)
+    assert roll.patches < 0.999  # the prefix tokens kept some: the patch sum is not the total
+    assert roll.layers == 1
+    cells = sorted(((float(row[2 + i]), i // 3, i % 3) for i in range(6)), reverse=True)[:3]
+    assert [(r, c) for r, c, _ in roll.top] == [(r, c) for _, r, c in cells]
+    assert [v for _, _, v in roll.top] == pytest.approx([v for v, _, _ in cells])
+
+
+def test_rollout_map_follows_every_setting(wide_deit):
+    tr = deit_trace(wide_deit)
+    for settings in (analysis.RolloutSettings(), analysis.RolloutSettings(True, "max", 0.3, 1, 3),
+                     analysis.RolloutSettings(residual=False, head_fusion="min", end_layer=2)):
+        joint = attention_rollout(tr.attentions, num_prefix_tokens=2, **settings.kwargs())
+        roll = analysis.rollout_map(tr, settings)
+        torch.testing.assert_close(roll.values, joint[0, 0, 2:].reshape(2, 3))
+        assert roll.total == pytest.approx(float(joint[0, 0].sum()), abs=1e-6)
+        assert roll.layers == len(range(3)[settings.start_layer:settings.end_layer])
+    assert analysis.rollout_map(tr, analysis.RolloutSettings()).layers == 3
+
+
+def test_cls_attention_is_one_heads_cls_row_on_the_grid(wide_deit):
+    tr = deit_trace(wide_deit)
+    for layer, head in ((0, 0), (2, 1)):
+        shown = analysis.cls_attention(tr, layer, head)
+        assert shown.shape == (2, 3)
+        for r in range(2):
+            for c in range(3):
+                assert shown[r, c] == tr.layers[layer].attention[0, head, 0, 2 + 3 * r + c]
+    assert not torch.equal(analysis.cls_attention(tr, 0, 0), analysis.cls_attention(tr, 0, 1))
+
+
+def test_gradient_rollout_map_of_one_layer_by_hand(wide_deit):
+    """One layer: R = I + mean_h (∇A ⊙ A)⁺, so the CLS row over the patches is that term's (I adds nothing there)."""
+    tr = deit_trace(wide_deit)
+    attentions, grads = attention_gradients(wide_deit, tr.pixels, 2)
+    one = analysis.gradient_rollout_map(tr, grads, analysis.RolloutSettings(start_layer=2, end_layer=3))
+    cam = (grads[2][0] * attentions[2][0]).clamp_min(0).mean(0)  # (T, T)
+    torch.testing.assert_close(one, cam[0, 2:].reshape(2, 3))
+    assert one.abs().sum() > 0
+    every = analysis.gradient_rollout_map(tr, grads, analysis.RolloutSettings())
+    torch.testing.assert_close(every, rollout_to_grid(gradient_rollout(attentions, grads), (2, 3), 2)[0])
+    assert not torch.allclose(every, one)
+
+
+def test_top_classes_are_the_most_probable_in_order(wide_deit):
+    tr = deit_trace(wide_deit)
+    probs = tr.logits.softmax(-1)[0].tolist()
+    ranked = sorted(range(4), key=lambda i: -probs[i])
+    top = analysis.top_classes(tr, 3)
+    assert [i for i, _ in top] == ranked[:3] and [p for _, p in top] == pytest.approx([probs[i] for i in ranked[:3]])
+    assert [i for i, _ in analysis.top_classes(tr, 10)] == ranked  # never more than there are classes
+
+
 # ----------------------------------------------------------------------------- faithfulness
 
 def _synthetic_predict(weights):

@@ -230,6 +230,28 @@ def test_compare_maps_honours_the_rollout_settings_and_judges_against_random(mod
     assert res.beats("occlusion", margin=10.0) == (False, False)
 
 
+def test_auc_table_lists_each_map_then_random_with_its_aucs_and_verdict(model):
+    """The lab's faithfulness table: AUCs are the trapezoids of each map's own curves, the verdict is worked out
+    here from the AUCs and the margin, random has none; the comparison records the device it ran on."""
+    tr = model.trace(image(model))
+    res = ex.compare_maps(model, tr, 1, steps=4, random_orders=2)
+    table = res.auc_table()
+    assert table.maps == ("occlusion", "rollout", "gradient", "random")
+    rand = res.faithfulness["random"]
+    for i, name in enumerate(table.maps):
+        f = res.faithfulness[name]
+        assert table.deletion_auc[i] == pytest.approx(torch.trapezoid(f.deletion, res.fractions).item(), abs=1e-6)
+        assert table.insertion_auc[i] == pytest.approx(torch.trapezoid(f.insertion, res.fractions).item(), abs=1e-6)
+        if name == "random":
+            assert table.verdicts[i] is None
+            continue
+        wins = (table.deletion_auc[i] < rand.deletion_auc - ex.MARGIN) + (table.insertion_auc[i] >
+                                                                           rand.insertion_auc + ex.MARGIN)
+        assert table.verdicts[i] == ("none", "some", "both")[wins]
+    assert len(set(table.deletion_auc)) > 1  # the maps differ: the check is not vacuous
+    assert res.device_kind == "cpu" == str(next(model.parameters()).device)
+
+
 # ----------------------------------------------------------------------------- 4. stride and windows
 
 @pytest.mark.parametrize("size,P,S", [((28, 28), 4, 4), ((28, 28), 4, 2), ((28, 28), 7, 3), ((24, 40), 8, 5),
@@ -368,6 +390,23 @@ def test_linear_probe_reaches_the_optimum_newtons_method_finds():
     torch.testing.assert_close(probe.probs(feats), ref, atol=1e-2, rtol=0)
     assert probe.probs(feats).argmax(-1).tolist() == ref.argmax(-1).tolist()
     assert 0.7 < probe.accuracy(feats, labels) < 1.0  # the classes do overlap
+
+
+def test_probe_readout_is_the_probes_answer_for_the_traced_image(model):
+    """Sizes from the fit itself; the answer is the probe, written out here, on the CLS token's final output."""
+    g = torch.Generator().manual_seed(5)
+    pixels = torch.randn(9, *image(model).shape[1:], generator=g)
+    labels = torch.arange(9) % 3
+    probe = ex.fit_linear_probe(ex.cls_features(model, pixels), labels, 3, steps=40, seed=1)
+    res = ex.ProbeResult(probe, 1.0, None, 0.0, 9)
+    tr = model.trace(image(model, seed=6))
+    readout = ex.probe_readout(res, tr)
+    assert (readout.features, readout.classes, readout.steps) == (32, 3, 40)
+    feature = ex.cls_features(model, tr.pixels)[0]  # the model's own modules run again, not the trace
+    expected = (((feature - probe.mean) / probe.std) @ probe.weight.T + probe.bias).softmax(-1)
+    torch.testing.assert_close(readout.probs, expected, atol=1e-5, rtol=0)
+    assert readout.top == int(expected.argmax()) and readout.probs.sum() == pytest.approx(1.0)
+    assert readout.probs.max() - readout.probs.min() > 1e-3  # the answer is not flat
 
 
 def test_few_shot_set_is_stratified_seeded_and_held_out_fixed():

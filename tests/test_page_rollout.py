@@ -74,6 +74,30 @@ def test_csv_and_json_exports_read_back():
     np.testing.assert_allclose(table[:, 1], [0.9, 0.3, 0.1], rtol=1e-6)
 
 
+def test_map_export_heads_the_files_with_the_map_its_class_and_the_lab_settings():
+    from types import SimpleNamespace
+
+    from vit_core.model import ViT
+
+    cfg = ViTConfig(image_size=(16, 24), patch_size=8, embed_dim=16, depth=3, num_heads=2, mlp_dim=32, num_classes=4)
+    tr = ViT(cfg).eval().trace(torch.zeros(1, 3, 16, 24))
+    card = SimpleNamespace(title="", name="tiny")  # no title: the model's file name
+    settings = analysis.RolloutSettings(residual=False, head_fusion="max", discard_ratio=0.30000001, start_layer=1,
+                                        end_layer=2)
+    values, curves = torch.rand(2, 3), {"deletion_auc": 0.5}
+    out = vz.map_export(card, "a b.png", tr, settings, "rollout", values, 3, "cat", curves)
+    assert out.values is values and out.curves is curves
+    assert out.meta == {"model": "tiny", "image": "a b.png", "map": "rollout", "query_token": "CLS", "grid": [2, 3],
+                        "patch_size": 8, "start_layer": 2, "end_layer": 2, "class_index": 3, "class_name": "cat",
+                        "residual": False, "head_fusion": "max", "discard_ratio": 0.3}  # layers from 1, as shown
+    card.title = "Tiny ViT"
+    grad = vz.map_export(card, "a b.png", tr, analysis.RolloutSettings(), "gradient", values, 0, "dog")
+    assert grad.curves is None and "residual" not in grad.meta  # rollout's own settings belong to rollout alone
+    assert (grad.meta["model"], grad.meta["map"], grad.meta["start_layer"], grad.meta["end_layer"]) == \
+        ("Tiny ViT", "gradient", 1, 3)  # no end layer: every layer
+    assert json.loads(vz.export_json(values, grad.meta))["class_name"] == "dog"
+
+
 # ----------------------------------------------------------------------------- the page (AppTest)
 
 @pytest.fixture

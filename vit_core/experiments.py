@@ -294,6 +294,14 @@ MARGIN = 0.01  # how much lower (deletion) or higher (insertion) an AUC must be 
 
 
 @dataclass
+class AucTable:
+    maps: tuple[str, ...]  # MAPS, then "random"
+    deletion_auc: list[float]  # per map, lower is better
+    insertion_auc: list[float]  # per map, higher is better
+    verdicts: list[str | None]  # per map MapComparison.verdict ("both", "some", "none"); None for random itself
+
+
+@dataclass
 class MapComparison:
     maps: dict[str, torch.Tensor]  # MAPS -> (h, w)
     correlation: dict[tuple[str, str], float]  # Spearman rank correlation of each pair of maps
@@ -302,6 +310,7 @@ class MapComparison:
     base_prob: float  # p(class) on the image as it is
     occlusion_s: float  # seconds the occlusion map took
     forward_passes: int  # images the comparison ran through the model
+    device_kind: str = "cpu"  # the kind of device it ran on ("cpu", "cuda", ...): what occlusion_s was measured on
 
     def beats(self, name: str, margin: float = MARGIN) -> tuple[bool, bool]:
         """(deletion, insertion): whether map `name` beats the random order on each curve by more than
@@ -313,6 +322,12 @@ class MapComparison:
         """"both", "some" or "none": on how many of the two curves map `name` beats random by the margin."""
         good = self.beats(name, margin)
         return "both" if all(good) else "some" if any(good) else "none"
+
+    def auc_table(self) -> AucTable:
+        """The faithfulness table: every map of MAPS, then the random order, with both AUCs and each map's verdict."""
+        names = MAPS + ("random",)
+        return AucTable(names, [self.faithfulness[m].deletion_auc for m in names],
+                        [self.faithfulness[m].insertion_auc for m in names], [self.verdict(m) for m in MAPS] + [None])
 
     def curves(self, name: str) -> dict:
         """Map `name`'s curves and AUCs beside the random order's, as plain keys (deletion, random_deletion,
@@ -378,7 +393,8 @@ def compare_maps(model: ViT, trace: ViTTrace, class_index: int, *, residual: boo
     return MapComparison(maps=maps, correlation={(a, b): spearman(maps[a], maps[b]) for a, b in pairs},
                          faithfulness=faith, fractions=fractions, base_prob=float(faith["occlusion"].deletion[0]),
                          occlusion_s=occlusion_s,
-                         forward_passes=comparison_passes(grid[0] * grid[1], steps, random_orders))
+                         forward_passes=comparison_passes(grid[0] * grid[1], steps, random_orders),
+                         device_kind=model.device.type)
 
 
 # ----------------------------------------------------------------------------- 4. stride and windows
@@ -656,6 +672,22 @@ def probe_task(model: ViT, preprocess, data: FewShotSet | OwnSet, *, seed: int =
     probe = fit_linear_probe(train, data.train_labels, len(data.classes), seed=seed, progress=report(0.5))
     held = probe.accuracy(test, data.test_labels) if len(data.test_labels) else None
     return ProbeResult(probe, probe.accuracy(train, data.train_labels), held, seconds, len(images))
+
+
+@dataclass
+class ProbeReadout:
+    features: int  # D: the size of the CLS feature the new head reads
+    classes: int  # k: the task's classes
+    steps: int  # optimiser steps of the fit
+    probs: torch.Tensor  # (k,) the new head's probabilities for the traced image
+    top: int  # the class it picks for that image
+
+
+def probe_readout(result: ProbeResult, trace: ViTTrace) -> ProbeReadout:
+    """A fitted probe's size, and its answer for the traced image (its CLS feature, trace.final[:, 0])."""
+    probe = result.probe
+    probs = probe.classify(trace)
+    return ProbeReadout(probe.weight.shape[1], len(probe.bias), len(probe.losses), probs, int(probs.argmax()))
 
 
 @dataclass

@@ -3,11 +3,15 @@ and the deletion / insertion check of whether a map is faithful."""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from vit_core.analysis.common import _check_grid, _normalise_rows, _per_layer
+
+if TYPE_CHECKING:
+    from vit_core.trace import ViTTrace
 
 # ----------------------------------------------------------------------------- attention rollout
 
@@ -190,3 +194,56 @@ def top_patches(values: torch.Tensor, k: int = 5) -> list[tuple[int, int, float]
     h, w = values.shape
     top = values.reshape(-1).float().topk(min(k, h * w))
     return [(int(i) // w, int(i) % w, float(v)) for v, i in zip(top.values, top.indices)]
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """The lab's rollout settings as attention_rollout takes them; the layers are a slice [start_layer, end_layer)."""
+
+    residual: bool = True
+    head_fusion: str = "mean"
+    discard_ratio: float = 0.0
+    start_layer: int = 0
+    end_layer: int | None = None
+
+    def kwargs(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RolloutMap:
+    values: torch.Tensor  # (h, w) the CLS row of the rollout R over the patch tokens
+    total: float  # the CLS row's sum over every token: 1 (rows are normalised) unless discarding emptied it
+    patches: float  # its sum over the patch tokens alone; the rest stayed in the prefix tokens
+    layers: int  # how many layers were chained
+    top: list[tuple[int, int, float]]  # the largest cells as (row, col, value), largest first
+
+
+def rollout_map(trace: ViTTrace, settings: RolloutSettings, top: int = 5) -> RolloutMap:
+    """Attention rollout of a trace's first image with these settings, read from the CLS token's row."""
+    p = trace.num_prefix_tokens
+    joint = attention_rollout(trace.attentions, num_prefix_tokens=p, **settings.kwargs())  # (B, T, T)
+    row = joint[0, 0]  # (T,) how much of each token ended up in CLS
+    values = rollout_to_grid(joint, trace.grid, p)[0]  # (h, w)
+    layers = len(trace.attentions[settings.start_layer:settings.end_layer])
+    return RolloutMap(values, float(row.sum()), float(row[p:].sum()), layers, top_patches(values, top))
+
+
+def cls_attention(trace: ViTTrace, layer: int, head: int) -> torch.Tensor:
+    """(h, w) one head's raw attention from the CLS token to the patches (keys), in layer `layer` (from 0)."""
+    return trace.attentions[layer][0, head, 0, trace.num_prefix_tokens:].reshape(trace.grid)
+
+
+def gradient_rollout_map(trace: ViTTrace, gradients, settings: RolloutSettings) -> torch.Tensor:
+    """(h, w) gradient rollout of the trace's first image over the settings' layers, read from the CLS row.
+    `gradients` are d logit / d attention per layer for one class (attention_gradients)."""
+    R = gradient_rollout(trace.attentions, gradients, start_layer=settings.start_layer,
+                         end_layer=settings.end_layer)  # (B, T, T)
+    return rollout_to_grid(R, trace.grid, trace.num_prefix_tokens)[0]
+
+
+def top_classes(trace: ViTTrace, k: int = 5) -> list[tuple[int, float]]:
+    """The k most probable classes of the trace's first image as (class index, probability), most probable first."""
+    probs = trace.probs[0]
+    top = probs.topk(min(k, probs.shape[-1]))
+    return [(int(i), float(v)) for v, i in zip(top.values, top.indices)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -111,3 +112,25 @@ def export_json(values, meta: dict, curves: dict | None = None) -> str:
     if curves is not None:
         record["faithfulness"] = curves_table(curves)
     return json.dumps(record, ensure_ascii=False, indent=1)
+
+
+@dataclass
+class MapExport:
+    values: object  # (h, w) the map the files hold, as shown
+    meta: dict  # the files' header: model, image, which map, grid, layers (from 1), class; rollout's own settings
+    curves: dict | None  # its faithfulness curves beside random's (MapComparison.curves), when the check ran
+
+
+def map_export(card, image: str, trace, settings, name: str, values, class_index: int, class_name: str,
+               curves: dict | None = None) -> MapExport:
+    """What the rollout lab's downloads write for map `name` (occlusion, rollout or gradient) of one class,
+    with the lab's settings (analysis.RolloutSettings): the rollout map also records its residual, head
+    fusion and discard ratio."""
+    end = len(trace.layers) if settings.end_layer is None else settings.end_layer
+    meta = {"model": card.title or card.name, "image": image, "map": name, "query_token": "CLS",
+            "grid": list(trace.grid), "patch_size": trace.patch_size, "start_layer": settings.start_layer + 1,
+            "end_layer": end, "class_index": class_index, "class_name": class_name}
+    if name == "rollout":
+        meta |= {"residual": settings.residual, "head_fusion": settings.head_fusion,
+                 "discard_ratio": round(settings.discard_ratio, 4)}
+    return MapExport(values, meta, curves)
