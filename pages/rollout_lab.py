@@ -16,7 +16,6 @@ N, T, L, H = s.N, s.T, s.L, s.heads
 names = lv.class_names()
 st.info(t("rollout.upload_hint", name=ui.image_label(), classes=len(names)))
 
-
 # --- controls: rollout is cheap, so every change redraws at once
 c = st.columns([1, 1.3, 1.4, 1.6])
 residual = c[0].toggle(t("rollout.residual"), key=ui.setting("rollout.residual", True), help=t("rollout.residual_help"))
@@ -75,7 +74,7 @@ with right:
         st.caption(t("rollout.occlusion.caption", p=res.base_prob, N=N, s=res.occlusion_s,
                      device=res.device_kind.upper()))
 available = {"occlusion": res is not None, "rollout": True, "gradient": grad_map is not None}
-maps = {m: t(f"rollout.map.{m}") for m in ex.MAPS if available[m]}
+maps = {m: t(f"rollout.map.{m}") for m in ex.MAPS}  # the tables name all three; the check offers those drawn
 if res is not None:
     ui.table({t("rollout.agree.pair"): [f"{maps[a]} ↔ {maps[b]}" for a, b in res.correlation],
               t("rollout.agree.rho"): list(res.correlation.values())}, {t("rollout.agree.rho"): "%.2f"})
@@ -95,7 +94,8 @@ st.subheader(t("rollout.faith.title"))
 st.markdown(t("rollout.faith.lead", name=names[cls]))
 st.expander(t("rollout.faith.more")).markdown(t("rollout.faith.intro", name=names[cls]))
 f = st.columns(3)
-target = ui.choice(f[0].radio, t("rollout.faith.map"), maps, maps, key="rollout.target", default="rollout")
+target = ui.choice(f[0].radio, t("rollout.faith.map"), [m for m in maps if available[m]], maps, key="rollout.target",
+                   default="rollout")
 f[1].slider(t("rollout.faith.steps"), 2, min(N, 49), key=f"rollout.steps.{N}", help=t("rollout.faith.steps_help"))
 f[2].slider(t("rollout.faith.orders"), 1, 5, key="rollout.orders", help=t("rollout.faith.orders_help"))
 curves = res.curves(target) if res is not None else None

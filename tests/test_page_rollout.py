@@ -263,6 +263,23 @@ def test_a_costly_model_waits_for_the_click_and_keeps_the_result(fmnist_model, m
 
 
 @pytest.mark.slow
+def test_a_failed_gradient_map_is_a_message_and_the_tables_still_name_all_three(fmnist_model, monkeypatch):
+    import ui
+
+    def out_of_memory(*args):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(ui, "attention_gradients", out_of_memory)
+    at = start("en", fmnist_model)  # the comparison itself runs (a cheap model) and draws the gradient map too
+    assert "rollout.grad" not in charts(at) and "rollout.occlusion" in charts(at)
+    assert any("out of memory" in w.value for w in at.warning)
+    names = [translate(f"rollout.map.{m}", "en") for m in ex.MAPS]
+    auc = next(d.value for d in at.dataframe if translate("rollout.faith.col.map", "en") in d.value.columns)
+    assert auc[translate("rollout.faith.col.map", "en")].tolist()[:3] == names
+    assert translate("rollout.map.gradient", "en") not in choice(at, "radio", "rollout.target").options
+
+
+@pytest.mark.slow
 def test_every_control_changes_the_map(fmnist_model):
     at = start("en", fmnist_model)
     _, _, tr = live_trace(fmnist_model)
