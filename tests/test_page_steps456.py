@@ -106,10 +106,10 @@ def test_sublayer_norms_are_what_each_sub_block_adds_to_the_stream():
 def test_attention_cost_of_vit_b16_and_its_growth_with_n_squared():
     # B/16 at 224: 196 patches + CLS = 197 tokens; 197² = 38,809; ×12 heads = 465,708; ×12 layers = 5,588,496
     cost = analysis.attention_cost(197, 12, 12, 768)
-    assert cost == {"per_head": 38_809, "per_layer": 465_708, "total": 5_588_496,
-                    "mult_adds": 2 * 38_809 * 768 * 12}
+    assert cost == analysis.AttentionCost(per_head=38_809, per_layer=465_708, total=5_588_496,
+                                          mult_adds=2 * 38_809 * 768 * 12)
     finer = analysis.attention_cost(28 * 28 + 1, 12, 12, 768)  # patch 8: four times the patches
-    assert 15 < finer["total"] / cost["total"] < 16.5
+    assert 15 < finer.total / cost.total < 16.5
 
 
 @pytest.mark.parametrize("distilled", [False, True])
