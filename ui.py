@@ -406,6 +406,68 @@ def windowed_probs(lv: Live, window: int, shift: bool) -> torch.Tensor:
     return _windowed(lv.model_id, lv.digest, window, shift, lv.trace.pixels)
 
 
+# --- step 5's windows what-if and residual stream, drawn from their vit_core results
+
+from vit_core.viz.shared import common as _shared_viz, experiments as _shared_vx  # noqa: E402 - kept with its users
+
+
+def window_controls(grid: tuple[int, int]) -> tuple[int, bool]:
+    """The what-if's heading and explanation, then the window size (1 to the grid's longer side; its default
+    and its address key follow the grid) and whether the windows shift, side by side."""
+    st.subheader(t("step5.windows.title"))
+    st.markdown(t("step5.windows.body"))
+    h, w = grid
+    size, shift = st.columns(2)
+    window = size.slider(t("step5.windows.size"), 1, max(h, w),
+                         key=setting(f"step5.windows.size.{h}x{w}", max(2, min(h, w) // 2)))
+    shifted = shift.toggle(t("step5.windows.shift"), key=setting("step5.windows.shift", False),
+                           help=t("step5.windows.shift_help"))
+    return window, shifted
+
+
+def window_panel(lv: Live, ww: experiments.WindowWhatIf) -> None:
+    """The query's attention with the windows on it, what they cost and cut, the windowed model's answer
+    beside the model's own, and the share they cut layer by layer."""
+    (r, c), head, stats = ww.patch, ww.head + 1, ww.stats
+    quiet = dict(delta_color="off", delta_arrow="off")  # a note under the value, not a change
+    left, right = st.columns([3, 2])
+    with left:
+        clickable_chart(_shared_vx.window_figure(
+            lv.display, ww.attention, lv.trace.patch_size, stats.window, ww.offset, ww.patch,
+            colorbar_title=t("step5.attention"), hover=t("step5.windows.hover"),
+            title=t("step5.windows.fig.window", r=r, c=c, l=ww.layer + 1, h=head)), key="step5.windows.fig",
+            grid=lv.trace.grid)
+    with right:
+        st.metric(t("step5.windows.metric.lost"), f"{ww.lost:.1%}")
+        st.metric(t("step5.windows.metric.windows"), f"{stats.windows}")
+        st.metric(t("step5.windows.metric.pairs"), f"{stats.allowed_pairs:,}", t(
+            "step5.windows.of_pairs", total=f"{stats.total_pairs:,}", ratio=f"{stats.cost_ratio:.1%}"), **quiet)
+        names = lv.class_names()
+        for key, (k, prob) in (("own", ww.own), ("windowed", ww.windowed)):
+            st.metric(t(f"step5.windows.whatif.{key}"), names[k], f"{prob:.1%}", **quiet)
+    shares = {t("step5.windows.series.outside"): ww.outside, t("step5.windows.series.head", h=head): ww.outside_head,
+              t("step5.windows.series.prefix"): ww.prefix}
+    plot(_shared_vx.layer_lines(shares, x_title=t("step5.axis.layer"), y_title=t("step5.windows.share"),
+                                title=t("step5.windows.fig.layers", w=stats.window)), key="step5.windows.layers")
+    st.caption(t("step5.windows.layers.caption"))
+    st.info(t("step5.windows.whatif.caption"))
+
+
+def residual_panel(rs: analysis.ResidualStream) -> None:
+    """How long the tokens are after each layer, beside how much each sub-layer adds to them (dotted: patches)."""
+    axes = dict(x_title=t("step5.axis.layer"), y_title=t("step5.axis.norm"))
+    added = {t("step5.series.attention.cls"): rs.attention_cls, t("step5.series.attention.patch"): rs.attention_patches,
+             t("step5.series.mlp.cls"): rs.mlp_cls, t("step5.series.mlp.patch"): rs.mlp_patches}
+    left, right = st.columns(2)
+    with left:
+        plot(_shared_viz.lines(range(len(rs.cls)), {t("step5.series.cls"): rs.cls, t("step5.series.patch"): rs.patches},
+                               title=t("step5.fig.norms"), height=340, **axes), key="step5.norms")
+    with right:
+        plot(_shared_viz.lines(range(1, len(rs.mlp_cls) + 1), added, title=t("step5.fig.added"), height=380,
+                               dash={name: "dot" if i % 2 else "solid" for i, name in enumerate(added)},
+                               legend_y=-0.3, **axes), key="step5.added")
+
+
 def costly(state: str, check, *, cheap: bool) -> bool:
     """Whether work described by `check` may run now: it is `cheap`, its ask_button(state=state) was just
     pressed, or it already ran for this same `check` in this session (it stays shown until `check` changes)."""

@@ -1,6 +1,7 @@
 """Oracle tests for vit_core.analysis: each number here is known independently of the code under test."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -447,6 +448,69 @@ def test_analyses_run_on_a_real_trace(tiny_vit):
     assert rollout_to_grid(joint, trace.grid).shape == (2, 4, 4)
     dist = mean_attention_distance(trace.attentions, trace.grid, trace.patch_size)
     assert dist.shape == (2, 2, 2) and (dist > 0).all() and (dist <= math.hypot(24, 24)).all()
+
+
+def step5_trace(distilled: bool):
+    """A small random ViT on a non-square 3×5 grid (DeiT-like with two prefix tokens when `distilled`) and its
+    trace on two different images, so a readout that read image 1 instead of image 0 would show."""
+    torch.manual_seed(3)
+    cfg = ViTConfig(image_size=(24, 40), patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_dim=64,
+                    num_classes=5, distilled=distilled)
+    return ViT(cfg).eval().trace(torch.randn(2, 3, 24, 40))
+
+
+@pytest.mark.parametrize("distilled", [False, True], ids=["vit", "deit"])
+def test_attention_readout_is_the_traced_attention_of_the_query_written_out(distilled):
+    tr = step5_trace(distilled)
+    p, (h, w) = tr.num_prefix_tokens, tr.grid
+    layer, head, (r, c) = 1, 2, (2, 3)
+    out = analysis.attention_readout(tr, layer, head, (r, c))
+    query = p + r * w + c
+    assert out.query == query
+    A = tr.attentions[layer][0]  # (heads, T, T) of image 0
+    torch.testing.assert_close(out.query_map, A[head, query, p:].reshape(h, w))
+    torch.testing.assert_close(out.cls_map, A[head, 0, p:].reshape(h, w))
+    assert out.prefix_share == pytest.approx(float(A[head, query, :p].sum()))
+    assert out.prefix_share + float(out.query_map.sum()) == pytest.approx(1, abs=1e-5)
+    q, k = tr.layers[layer].q[0, head], tr.layers[layer].k[0, head]  # (T, d)
+    scores = torch.stack([q[query] @ k[j] for j in range(k.shape[0])]) / math.sqrt(q.shape[-1])  # one key at a time
+    torch.testing.assert_close(out.scores, scores, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.weights, scores.exp() / scores.exp().sum(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.weights, A[head, query], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.q_row, q[query][None])
+    assert out.total == pytest.approx(1, abs=1e-5) and out.diff < 1e-5
+    order = sorted(range(len(scores)), key=lambda j: -float(A[head, query, j]))[:8]
+    assert out.top == order and len(out.top) == 8
+    torch.testing.assert_close(out.top_scores, out.scores[order])
+    torch.testing.assert_close(out.top_weights, out.weights[order])
+    for name, m in zip("QKV", (tr.layers[layer].q, tr.layers[layer].k, tr.layers[layer].v)):
+        torch.testing.assert_close(out.qkv[name], m[0, head])
+    assert out.heads.shape == (4, h, w)
+    for i in range(4):
+        torch.testing.assert_close(out.heads[i], A[i, query, p:].reshape(h, w))
+    assert len(analysis.attention_readout(tr, layer, head, (r, c), top=100).top) == p + h * w  # at most T keys
+    # the check compares with the model's own attention: a trace whose attention were not softmax(qkᵀ/√d) fails it
+    flat = [replace(lt, attention=torch.full_like(lt.attention, 1 / lt.attention.shape[-1])) for lt in tr.layers]
+    assert analysis.attention_readout(replace(tr, layers=flat), layer, head, (r, c)).diff > 1e-3
+
+
+@pytest.mark.parametrize("distilled", [False, True], ids=["vit", "deit"])
+def test_residual_stream_is_the_stream_differenced_by_hand(distilled):
+    tr = step5_trace(distilled)
+    p, L = tr.num_prefix_tokens, len(tr.layers)
+    out = analysis.residual_stream(tr)
+    z = [state[0] for state in tr.hidden_states]  # z_0 … z_L of image 0, (T, D) each
+    norms = torch.stack([torch.sqrt((zl ** 2).sum(-1)) for zl in z])  # (L+1, T)
+    torch.testing.assert_close(out.norms, norms)
+    torch.testing.assert_close(out.cls, norms[:, 0])
+    torch.testing.assert_close(out.patches, norms[:, p:].mean(-1))
+    mid = [lt.after_attn[0] for lt in tr.layers]  # z'_l
+    attn = torch.stack([(mid[i] - z[i]).norm(dim=-1) for i in range(L)])  # what attention added, (L, T)
+    mlp = torch.stack([(z[i + 1] - mid[i]).norm(dim=-1) for i in range(L)])  # what the MLP added
+    for got, want in ((out.attention_cls, attn[:, 0]), (out.attention_patches, attn[:, p:].mean(-1)),
+                      (out.mlp_cls, mlp[:, 0]), (out.mlp_patches, mlp[:, p:].mean(-1))):
+        assert got.shape == (L,)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_erfs_of_one_forward_pass_equal_the_erfs_one_layer_at_a_time():

@@ -336,6 +336,30 @@ def test_window_what_if_with_one_window_for_all_is_the_model(model):
     assert attn.shape == (h, w) and lost == pytest.approx(float(attn.flatten()[~inside].sum()))
 
 
+def test_window_whatif_reads_one_query_layer_and_head_off_the_trace(model):
+    x = image(model)
+    tr = model.trace(x)
+    p, (h, w) = tr.num_prefix_tokens, tr.grid
+    window, shift, layer, head, (r, c) = 2, True, 1, 2, (1, 4)
+    windowed = ex.windowed_probs(model, x, window, shift)[0]
+    out = ex.window_whatif(tr, window, shift, layer, head, (r, c), windowed)
+    assert (out.layer, out.head, out.patch, out.offset) == (layer, head, (r, c), ex.window_offset(window, shift))
+    ids = ex.window_ids(tr.grid, window, shift)  # (N,) the window of every patch
+    row = tr.attentions[layer][0, head, p + r * w + c, p:]  # the query's attention on the patch keys
+    torch.testing.assert_close(out.attention, row.reshape(h, w))
+    assert out.lost == pytest.approx(float(row[ids != ids[r * w + c]].sum()), abs=1e-6)
+    assert out.stats.windows == len(ids.unique()) and out.stats.allowed_pairs == int((ids[:, None] == ids).sum())
+    cut = ids[:, None] != ids[None, :]  # (N, N) pairs a windowed layer cannot compute
+    for i, a in enumerate(tr.attentions):  # every patch query's share outside its window, one head at a time
+        shares = torch.stack([(a[0, k, p:, p:] * cut).sum(-1).mean() for k in range(a.shape[1])])
+        assert float(out.outside[i]) == pytest.approx(float(shares.mean()), abs=1e-6)
+        assert float(out.outside_head[i]) == pytest.approx(float(shares[head]), abs=1e-6)
+        assert float(out.prefix[i]) == pytest.approx(float(a[0, :, p:, :p].sum(-1).mean()), abs=1e-6)
+    assert out.own == (int(tr.probs[0].argmax()), pytest.approx(float(tr.probs[0].max())))
+    assert out.windowed == (int(windowed.argmax()), pytest.approx(float(windowed.max())))
+    assert out.outside.shape == out.prefix.shape == (len(tr.layers),)
+
+
 # ----------------------------------------------------------------------------- 5. teach it new classes
 
 def test_linear_probe_separates_separable_features_and_is_seeded():

@@ -45,7 +45,7 @@ def test_trace_shapes():
     assert len(t.hidden_states) == 3 and all(h.shape == (B, T, D) for h in t.hidden_states)
     assert t.layers[0].q.shape == (B, 4, T, 8)
     torch.testing.assert_close(t.attentions[1].sum(-1), torch.ones(B, 4, T))
-    assert t.shapes == (B, 3, 32, 32, 8, 4, 4, N, 1, T, D, 2, 4)
+    assert t.shapes == (B, 3, 32, 32, 8, 4, 4, N, 1, T, D, 2, 4, 64)
 
 
 def test_unfold_then_matmul_equals_the_conv():

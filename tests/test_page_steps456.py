@@ -106,10 +106,10 @@ def test_sublayer_norms_are_what_each_sub_block_adds_to_the_stream():
 def test_attention_cost_of_vit_b16_and_its_growth_with_n_squared():
     # B/16 at 224: 196 patches + CLS = 197 tokens; 197² = 38,809; ×12 heads = 465,708; ×12 layers = 5,588,496
     cost = analysis.attention_cost(197, 12, 12, 768)
-    assert cost == {"per_head": 38_809, "per_layer": 465_708, "total": 5_588_496,
-                    "mult_adds": 2 * 38_809 * 768 * 12}
+    assert cost == analysis.AttentionCost(per_head=38_809, per_layer=465_708, total=5_588_496,
+                                          mult_adds=2 * 38_809 * 768 * 12)
     finer = analysis.attention_cost(28 * 28 + 1, 12, 12, 768)  # patch 8: four times the patches
-    assert 15 < finer["total"] / cost["total"] < 16.5
+    assert 15 < finer.total / cost.total < 16.5
 
 
 @pytest.mark.parametrize("distilled", [False, True])
@@ -212,6 +212,19 @@ def test_qkv_heatmaps_share_one_scale_and_the_token_axis():
 def test_key_bars_colour_prefix_keys_and_the_query():
     (data,) = fig_data(vz.key_bars(np.arange(5.0), list("abcde"), y_title="", x_title="", hover="", prefix=2, mark=3))
     assert data["marker"]["color"] == [vz.PREFIX_COLOR, vz.PREFIX_COLOR, vz.PATCH_COLOR, vz.HIGHLIGHT, vz.PATCH_COLOR]
+
+
+def test_the_encoder_formulas_carry_the_models_sizes():
+    # ViT-B/16 at 224: T = 197 tokens of D = 768, 12 layers of 12 heads of d = 64, an MLP 768 -> 3072 -> 768
+    block, attention = vz.encoder_formulas(tokens=197, dim=768, depth=12, heads=12, mlp=3072)
+    assert r"_{197\times768}" in block and r"\ell = 1 \dots 12" in block
+    for part in (r"^{197\times64}", r"^{64\times197}", r"\sqrt{64}", r"\mathbb{R}^{197\times197}", r"A_{12} V_{12}",
+                 r"768 \to 3072 \xrightarrow{\mathrm{GELU}} 768"):
+        assert part in attention, part
+    assert r"\frac{\overbrace{Q_h}" in attention  # Q_h K_hᵀ is the fraction's numerator, over √d
+    tiny = vz.softmax_formula(tokens=17, head_dim=8)
+    assert r"\sum_{j'=1}^{17}" in tiny and r"\sqrt{8}" in tiny and r"\mathbb{R}^{8}" in tiny
+    assert vz.encoder_formulas(tokens=17, dim=32, depth=2, heads=4, mlp=64)[1].count(r"\sqrt{8}") == 1
 
 
 # ----------------------------------------------------------------------------- the pages (AppTest)
@@ -333,6 +346,25 @@ def test_step5_windows_on_the_chosen_attention_count_like_the_engine(lang, fmnis
     names = card.names(lang)
     shown = metric[translate("step5.windows.whatif.windowed", lang)]
     assert (shown.value, shown.delta) == (names[int(probs.argmax())], f"{float(probs.max()):.1%}")
+
+
+@pytest.mark.slow
+def test_step5_residual_stream_shows_what_each_sub_layer_adds(fmnist_model):
+    _, _, tr = live_trace(fmnist_model)
+    p = tr.num_prefix_tokens
+    at = open_app("zh", "pages/step5_encoder.py", **{"vx.model": fmnist_model})
+    assert_clean(at)
+    z = [state[0] for state in tr.hidden_states]  # z_0 … z_L of the image, (T, D) each
+    norms = chart(at, "step5.norms")
+    np.testing.assert_allclose(plotly_array(norms[0]["y"]), [float(zl[0].norm()) for zl in z], rtol=1e-5)
+    np.testing.assert_allclose(plotly_array(norms[1]["y"]), [float(zl[p:].norm(dim=-1).mean()) for zl in z], rtol=1e-5)
+    added = chart(at, "step5.added")  # attention → CLS, → patches, MLP → CLS, → patches
+    assert [line["line"]["dash"] for line in added] == ["solid", "dot", "solid", "dot"]
+    attn = [(lt.after_attn[0] - z[i]).norm(dim=-1) for i, lt in enumerate(tr.layers)]
+    mlp = [(z[i + 1] - lt.after_attn[0]).norm(dim=-1) for i, lt in enumerate(tr.layers)]
+    for line, rows in zip(added, (attn, attn, mlp, mlp)):
+        expected = [float(row[0]) if line["line"]["dash"] == "solid" else float(row[p:].mean()) for row in rows]
+        np.testing.assert_allclose(plotly_array(line["y"]), expected, rtol=1e-4)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@
                           settings), how well they agree, and how faithful each is against random patch orders
     stride_geometry       overlapping patches (stride < P): N, P²·C and the T×T cost of the cut
     window_stats          Swin-style w×w windows laid on the model's own attention: what they would cut, and the cost
+    window_whatif         the same seen from one query patch, layer and head, beside the windowed model's answer
     fit_linear_probe      "teach it new classes": a linear head on the backbone's CLS features (Fashion-MNIST
                           classes or the learner's own pictures, own_set), against
     train_from_scratch    the small ViT trained on the same few images
@@ -519,6 +520,39 @@ def windowed_probs(model: ViT, pixels: torch.Tensor, window: int, shift: bool = 
     for i, block in enumerate(model.blocks):
         z = _masked_block(block, z, masks[i % 2])
     return _readout(model, z).softmax(-1).cpu()
+
+
+@dataclass
+class WindowWhatIf:
+    """Step 5's Swin-style windows laid on the model's attention, seen from one layer, head and query patch."""
+
+    layer: int  # 0-based, as are head and the patch's (row, column)
+    head: int
+    patch: tuple[int, int]
+    stats: WindowStats  # every layer and head
+    offset: int  # window_offset: windows start at k·window − offset patches
+    attention: torch.Tensor  # (h, w) the query's attention on the patch keys in this layer and head
+    lost: float  # its share on patches outside the query's window
+    outside: torch.Tensor  # (L,) stats.outside, mean of the heads
+    outside_head: torch.Tensor  # (L,) stats.outside of this head
+    prefix: torch.Tensor  # (L,) stats.prefix, mean of the heads
+    own: tuple[int, float]  # the model's top class and its probability
+    windowed: tuple[int, float]  # the same with attention kept in windows (the `windowed_probs` given)
+
+
+def window_whatif(trace: ViTTrace, window: int, shift: bool, layer: int, head: int, patch: tuple[int, int],
+                  windowed: torch.Tensor) -> WindowWhatIf:
+    """window_stats and query_window of `trace` (image 0) for one layer, head (0-based) and query patch (r, c),
+    with the top class of the trace and of `windowed` ((classes,) from windowed_probs, computed apart because
+    it runs the model)."""
+    p = trace.num_prefix_tokens
+    stats = window_stats(trace.attentions, trace.grid, window, shift, p)
+    attention, lost = query_window(trace.attentions, trace.grid, window, shift, layer, head, patch, p)
+    top = lambda probs: (int(probs.argmax()), float(probs.max()))  # noqa: E731
+    return WindowWhatIf(layer=layer, head=head, patch=tuple(patch), stats=stats, offset=window_offset(window, shift),
+                        attention=attention, lost=lost, outside=stats.outside.mean(1),
+                        outside_head=stats.outside[:, head], prefix=stats.prefix.mean(1), own=top(trace.probs[0]),
+                        windowed=top(windowed))
 
 
 # ----------------------------------------------------------------------------- 5. teach it new classes

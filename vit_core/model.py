@@ -230,7 +230,7 @@ class ViT(nn.Module):
             pixels=pixels, patches=self.patchify(pixels) if flat_patches else pixels.new_empty(0),
             patch_embeddings=patch_embeddings, prefix_tokens=prefix, pos_embed=pos, tokens=tokens, layers=layers,
             final=final, logits=logits, grid=grid, patch_size=self.cfg.patch_size,
-            num_prefix_tokens=self.cfg.num_prefix_tokens, head_logits=head_logits)
+            num_prefix_tokens=self.cfg.num_prefix_tokens, head_logits=head_logits, mlp_dim=self.cfg.mlp_dim)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> logits (B, classes). Differentiable; used for training."""

@@ -42,6 +42,7 @@ class Shapes(NamedTuple):
     D: int  # width of every token
     L: int  # encoder blocks
     heads: int  # attention heads per block
+    mlp: int  # hidden width of each block's MLP (D -> mlp -> D)
 
 
 @dataclass
@@ -61,13 +62,15 @@ class ViTTrace:
     patch_size: int
     num_prefix_tokens: int
     head_logits: list[torch.Tensor] = field(default_factory=list)  # per head (CLS; DeiT also dist)
+    mlp_dim: int = 0  # hidden width of each block's MLP (its activations are not kept)
 
     @property
     def shapes(self) -> Shapes:
         B, C, H, W = self.pixels.shape
         (h, w), p = self.grid, self.num_prefix_tokens
         return Shapes(B=B, C=C, H=H, W=W, P=self.patch_size, h=h, w=w, N=h * w, prefix=p, T=h * w + p,
-                      D=self.tokens.shape[-1], L=len(self.layers), heads=self.layers[0].attention.shape[1])
+                      D=self.tokens.shape[-1], L=len(self.layers), heads=self.layers[0].attention.shape[1],
+                      mlp=self.mlp_dim)
 
     @property
     def hidden_states(self) -> list[torch.Tensor]:  # L+1 tensors (B, T, D): z0, z1, ..., zL

@@ -98,15 +98,89 @@ def sublayer_norms(layers) -> dict[str, torch.Tensor]:
             "mlp": torch.stack([(layer.after_mlp.float() - layer.after_attn.float()).norm(dim=-1) for layer in layers])}
 
 
-def attention_cost(num_tokens: int, num_heads: int, depth: int, embed_dim: int) -> dict[str, int]:
-    """What global attention costs for one image: every token scores every token in every head.
+@dataclass
+class AttentionCost:
+    """What global attention costs for one image (step 5): every token scores every token in every head."""
 
-    T² weights per head, heads·T² per layer, depth·heads·T² in all; multiply-adds for q kᵀ and for
-    A·v are T²·d_head per head each, so 2·T²·D per layer. All grow with T², i.e. with N².
-    """
+    per_head: int  # T² attention weights in one head of one layer
+    per_layer: int  # heads·T²
+    total: int  # depth·heads·T²
+    mult_adds: int  # q kᵀ and A·v: T²·d_head each per head, so 2·T²·D per layer, times depth
+
+
+def attention_cost(num_tokens: int, num_heads: int, depth: int, embed_dim: int) -> AttentionCost:
+    """The attention weights and multiply-adds of one pass. All grow with T², i.e. with N²."""
     per_head = num_tokens ** 2
-    return {"per_head": per_head, "per_layer": per_head * num_heads, "total": per_head * num_heads * depth,
-            "mult_adds": 2 * per_head * embed_dim * depth}
+    return AttentionCost(per_head=per_head, per_layer=per_head * num_heads, total=per_head * num_heads * depth,
+                         mult_adds=2 * per_head * embed_dim * depth)
+
+
+@dataclass
+class AttentionReadout:
+    """Step 5 for one layer, head and query patch of image 0: where the query and the CLS token look,
+    softmax(q kᵀ/√d) written out and checked against the model's own weights, this head's Q, K and V,
+    and the same query in every head of the layer."""
+
+    query: int  # the query patch's token index: prefix + r·w + c
+    query_map: torch.Tensor  # (h, w) its attention on the patch keys (the rest went to the prefix tokens)
+    cls_map: torch.Tensor  # (h, w) the CLS token's attention on the patch keys
+    prefix_share: float  # the query's attention on the prefix tokens
+    q_row: torch.Tensor  # (1, d) the query's q vector, as one row
+    scores: torch.Tensor  # (T,) q · k_j / √d for every key j
+    weights: torch.Tensor  # (T,) their softmax
+    top: list[int]  # the (up to) 8 most attended keys, most attended first
+    top_scores: torch.Tensor  # (len(top),) their scores
+    top_weights: torch.Tensor  # (len(top),) their weights
+    total: float  # the weights' sum (1 up to rounding)
+    diff: float  # max |weights - the trace's attention row|
+    Q: torch.Tensor  # (T, d) this head's queries, keys and values
+    K: torch.Tensor
+    V: torch.Tensor
+    heads: torch.Tensor  # (heads, h, w) the query's patch-key attention in every head of the layer
+
+    @property
+    def qkv(self) -> dict[str, torch.Tensor]:  # named as the figure and the tensors are titled
+        return {"Q": self.Q, "K": self.K, "V": self.V}
+
+
+def attention_readout(trace, layer: int, head: int, patch: tuple[int, int], top: int = 8) -> AttentionReadout:
+    """The step-5 numbers of `trace` (image 0) for `layer` and `head` (0-based) and the query at `patch` (r, c)."""
+    p, (h, w) = trace.num_prefix_tokens, trace.grid
+    query = p + patch[0] * w + patch[1]
+    lt, A = trace.layers[layer], trace.attentions[layer][0]  # A: (heads, T, T)
+    qa = query_attention(lt.q[0, head], lt.k[0, head], query)
+    scores, weights = qa["scores"], qa["weights"]
+    keys = weights.topk(min(top, weights.shape[-1])).indices
+    return AttentionReadout(
+        query=query, query_map=A[head, query, p:].reshape(h, w), cls_map=A[head, 0, p:].reshape(h, w),
+        prefix_share=float(A[head, query, :p].sum()), q_row=lt.q[0, head, query][None], scores=scores,
+        weights=weights, top=keys.tolist(), top_scores=scores[keys], top_weights=weights[keys],
+        total=float(weights.sum()), diff=float((weights - A[head, query]).abs().max()),
+        Q=lt.q[0, head], K=lt.k[0, head], V=lt.v[0, head], heads=A[:, query, p:].reshape(-1, h, w))
+
+
+@dataclass
+class ResidualStream:
+    """Step 5's residual stream of image 0: how long the tokens are after each layer, and how much each
+    sub-block writes into the stream (attention: Eq. 2, the MLP: Eq. 3)."""
+
+    norms: torch.Tensor  # (L+1, T) the L2 norm of every token in z_0 … z_L
+    cls: torch.Tensor  # (L+1,) the CLS token's norm
+    patches: torch.Tensor  # (L+1,) the mean of the patch tokens' norms
+    attention_cls: torch.Tensor  # (L,) the norm of what attention adds to the CLS token
+    attention_patches: torch.Tensor  # (L,) ... to the patch tokens (mean of the norms)
+    mlp_cls: torch.Tensor  # (L,) the norm of what the MLP adds to the CLS token
+    mlp_patches: torch.Tensor  # (L,) ... to the patch tokens (mean of the norms)
+
+
+def residual_stream(trace) -> ResidualStream:
+    p = trace.num_prefix_tokens
+    norms = token_norms(trace.hidden_states)[:, 0]  # (L+1, T)
+    added = sublayer_norms(trace.layers)
+    attention, mlp = added["attention"], added["mlp"]  # (L, B, T) each
+    return ResidualStream(norms=norms, cls=norms[:, 0], patches=norms[:, p:].mean(-1),
+                          attention_cls=attention[:, 0, 0], attention_patches=attention[:, 0, p:].mean(-1),
+                          mlp_cls=mlp[:, 0, 0], mlp_patches=mlp[:, 0, p:].mean(-1))
 
 
 def classify_readout(z_last: torch.Tensor, norm: tuple, heads: Sequence[tuple]) -> dict:

@@ -151,3 +151,23 @@ def grouped_bars(labels: list[str], series: dict[str, np.ndarray], *, x_title: s
     fig.update_xaxes(title=x_title)
     return style(fig, title=title, height=height or 90 + 24 * len(series) * len(labels), barmode="group",
                  legend=dict(orientation="h", y=-0.15))
+
+
+def encoder_formulas(*, tokens: int, dim: int, depth: int, heads: int, mlp: int) -> tuple[str, str]:
+    """Two LaTeX lines with this model's sizes: one encoder block (Eq. 2-3) over its layers, and multi-head
+    attention (shapes of Q_h, K_hᵀ and A_h) with the MLP's widths."""
+    T, D, L, H, hd, x = tokens, dim, depth, heads, dim // heads, r"\times"
+    z_in = rf"\underbrace{{z_{{\ell-1}}}}_{{{T}{x}{D}}}"
+    block = (rf"z'_\ell = \mathrm{{MSA}}(\mathrm{{LN}}({z_in})) + z_{{\ell-1}}, \qquad"
+             rf" z_\ell = \mathrm{{MLP}}(\mathrm{{LN}}(z'_\ell)) + z'_\ell, \qquad \ell = 1 \dots {L}")
+    qk = rf"\overbrace{{Q_h}}^{{{T}{x}{hd}}}\,\overbrace{{K_h^\top}}^{{{hd}{x}{T}}}"
+    attention = (rf"A_h = \mathrm{{softmax}}\Big(\frac{{{qk}}}{{\sqrt{{{hd}}}}}\Big) \in \mathbb{{R}}^{{{T}{x}{T}}},"
+                 rf" \qquad \mathrm{{MSA}} = [A_1 V_1; \dots; A_{{{H}}} V_{{{H}}}]\, W_O, \qquad"
+                 rf" \mathrm{{MLP}}: {D} \to {mlp} \xrightarrow{{\mathrm{{GELU}}}} {D}")
+    return block, attention
+
+
+def softmax_formula(*, tokens: int, head_dim: int) -> str:
+    """softmax(q·k/√d) for one query over the T keys, in LaTeX with this model's T and d."""
+    return (rf"a_j = \frac{{\exp(s_j)}}{{\sum_{{j'=1}}^{{{tokens}}} \exp(s_{{j'}})}}, \qquad"
+            rf" s_j = \frac{{q \cdot k_j}}{{\sqrt{{{head_dim}}}}}, \qquad q, k_j \in \mathbb{{R}}^{{{head_dim}}}")
