@@ -28,7 +28,7 @@ from vit_core.card import ModelCard
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
 from vit_core.trace import TraceCache, ViTTrace
-from vit_core.viz import rollout as vr
+from vit_core.viz import rollout as vr, shared
 from vit_core.weights import GENERIC_CLASS
 
 import vit_core  # noqa: E402 - for its package path (the warm-up below)
@@ -408,8 +408,6 @@ def windowed_probs(lv: Live, window: int, shift: bool) -> torch.Tensor:
 
 # --- step 5's windows what-if and residual stream, drawn from their vit_core results
 
-from vit_core.viz.shared import common as _shared_viz, experiments as _shared_vx  # noqa: E402 - kept with its users
-
 
 def window_controls(grid: tuple[int, int]) -> tuple[int, bool]:
     """The what-if's heading and explanation, then the window size (1 to the grid's longer side; its default
@@ -429,10 +427,9 @@ def window_panel(lv: Live, ww: experiments.WindowWhatIf) -> None:
     """The query's attention with the windows on it, what they cost and cut, the windowed model's answer
     beside the model's own, and the share they cut layer by layer."""
     (r, c), head, stats = ww.patch, ww.head + 1, ww.stats
-    quiet = dict(delta_color="off", delta_arrow="off")  # a note under the value, not a change
     left, right = st.columns([3, 2])
     with left:
-        clickable_chart(_shared_vx.window_figure(
+        clickable_chart(shared.experiments.window_figure(
             lv.display, ww.attention, lv.trace.patch_size, stats.window, ww.offset, ww.patch,
             colorbar_title=t("step5.attention"), hover=t("step5.windows.hover"),
             title=t("step5.windows.fig.window", r=r, c=c, l=ww.layer + 1, h=head)), key="step5.windows.fig",
@@ -440,14 +437,14 @@ def window_panel(lv: Live, ww: experiments.WindowWhatIf) -> None:
     with right:
         st.metric(t("step5.windows.metric.lost"), f"{ww.lost:.1%}")
         st.metric(t("step5.windows.metric.windows"), f"{stats.windows}")
-        st.metric(t("step5.windows.metric.pairs"), f"{stats.allowed_pairs:,}", t(
-            "step5.windows.of_pairs", total=f"{stats.total_pairs:,}", ratio=f"{stats.cost_ratio:.1%}"), **quiet)
+        note_metric(t("step5.windows.metric.pairs"), f"{stats.allowed_pairs:,}", t(
+            "step5.windows.of_pairs", total=f"{stats.total_pairs:,}", ratio=f"{stats.cost_ratio:.1%}"))
         names = lv.class_names()
         for key, (k, prob) in (("own", ww.own), ("windowed", ww.windowed)):
-            st.metric(t(f"step5.windows.whatif.{key}"), names[k], f"{prob:.1%}", **quiet)
+            note_metric(t(f"step5.windows.whatif.{key}"), names[k], f"{prob:.1%}")
     shares = {t("step5.windows.series.outside"): ww.outside, t("step5.windows.series.head", h=head): ww.outside_head,
               t("step5.windows.series.prefix"): ww.prefix}
-    plot(_shared_vx.layer_lines(shares, x_title=t("step5.axis.layer"), y_title=t("step5.windows.share"),
+    plot(shared.experiments.layer_lines(shares, x_title=t("step5.axis.layer"), y_title=t("step5.windows.share"),
                                 title=t("step5.windows.fig.layers", w=stats.window)), key="step5.windows.layers")
     st.caption(t("step5.windows.layers.caption"))
     st.info(t("step5.windows.whatif.caption"))
@@ -460,10 +457,10 @@ def residual_panel(rs: analysis.ResidualStream) -> None:
              t("step5.series.mlp.cls"): rs.mlp_cls, t("step5.series.mlp.patch"): rs.mlp_patches}
     left, right = st.columns(2)
     with left:
-        plot(_shared_viz.lines(range(len(rs.cls)), {t("step5.series.cls"): rs.cls, t("step5.series.patch"): rs.patches},
+        plot(shared.common.lines(range(len(rs.cls)), {t("step5.series.cls"): rs.cls, t("step5.series.patch"): rs.patches},
                                title=t("step5.fig.norms"), height=340, **axes), key="step5.norms")
     with right:
-        plot(_shared_viz.lines(range(1, len(rs.mlp_cls) + 1), added, title=t("step5.fig.added"), height=380,
+        plot(shared.common.lines(range(1, len(rs.mlp_cls) + 1), added, title=t("step5.fig.added"), height=380,
                                dash={name: "dot" if i % 2 else "solid" for i, name in enumerate(added)},
                                legend_y=-0.3, **axes), key="step5.added")
 
@@ -515,9 +512,8 @@ def map_exports(lv: Live, values, meta: dict, curves: dict | None, *, suffix: st
 
 def map_plot(lv: Live, values, *, colorbar: str, title: str, key: str) -> None:
     """A per-patch map over the picture, coloured from 0 to its maximum, at the lab's size (figure shared)."""
-    from vit_core.viz.shared import rollout as shared_rollout
 
-    plot(shared_rollout.map_overlay(lv.display, values, lv.trace.patch_size, colorbar_title=colorbar, title=title,
+    plot(shared.rollout.map_overlay(lv.display, values, lv.trace.patch_size, colorbar_title=colorbar, title=title,
                                     height=440), key=key)
 
 
@@ -755,9 +751,10 @@ def token_labels(tr: ViTTrace) -> list[str]:
 
 # Per-page settings a view carries, each with the check a value must pass before it is set (a page
 # still re-checks it against its own model and picture). rollout.layers.<L> is (first, last) of L layers.
-def note_metric(label: str, value: str, note: str) -> None:
-    """A metric whose delta line is a neutral note ("was 49", "×4.0 of P = 4"), not a rise or a fall."""
-    st.metric(label, value, note, delta_color="off", delta_arrow="off")
+def note_metric(label: str, value: str, note: str, where=st) -> None:
+    """A metric whose delta line is a neutral note ("was 49", "×4.0 of P = 4"), not a rise or a fall; `where`:
+    st or a column."""
+    where.metric(label, value, note, delta_color="off", delta_arrow="off")
 
 
 # --- step 2 page (flatten + project)

@@ -72,9 +72,8 @@ p0, p1 = res.probs_pos[:2].argmax(-1).tolist()
 q0, q1 = res.probs_nopos[:2].argmax(-1).tolist()
 m = st.columns(2)
 for col, label, before, after in [(m[0], "with", p0, p1), (m[1], "without", q0, q1)]:
-    col.metric(t(f"exp.position.{label}_shuffled"), names[after],
-               t("exp.position.was", name=names[before]) if before != after else t("exp.position.same"),
-               delta_color="off", delta_arrow="off")
+    ui.note_metric(t(f"exp.position.{label}_shuffled"), names[after],
+                   t("exp.position.was", name=names[before]) if before != after else t("exp.position.same"), col)
 
 # --- the proof: without E_pos the CLS output does not move under any shuffle
 st.subheader(t("exp.position.proof.title"))
