@@ -88,7 +88,7 @@ def _tiny_vit(**over) -> ViT:
 @pytest.mark.parametrize("distilled", [False, True])
 def test_vit_erf_before_the_blocks_is_the_patch_and_after_a_block_reaches_further(distilled):
     model = _tiny_vit(distilled=distilled)
-    prefix, (h, w) = model.cfg.num_prefix_tokens, model.cfg.grid  # 3×2 grid: non-square
+    prefix, (_, w) = model.cfg.num_prefix_tokens, model.cfg.grid  # 3×2 grid: non-square
     pixels = torch.randn(1, 1, 12, 8)
     r, c = 2, 1
     token = prefix + r * w + c
