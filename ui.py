@@ -1244,3 +1244,128 @@ def fashion_mnist() -> dict:
     from vit_core.data import load_fashion_mnist
 
     return {split: load_fashion_mnist(split) for split in ("train", "test")}
+
+
+# --- the CNN-vs-ViT page
+
+from vit_core import claims  # noqa: E402 - kept with the block that uses them
+from vit_core.cnn import layer_specs  # noqa: E402
+
+
+def cnn_model():
+    """(id, card) of the CNN ("cnn.model", else VIT_EXPLORER_CNN, else the embedded one), or (None, None) after
+    a message: the file is made by the training script, and the page's other parts stay without it."""
+    cnn_id = st.session_state.get("cnn.model", os.environ.get("VIT_EXPLORER_CNN", "fmnist-cnn"))
+    try:
+        return cnn_id, load_model(cnn_id)[1]
+    except Exception:  # noqa: BLE001 - missing or unreadable: the CNN parts say so, the rest of the page stays
+        st.warning(t("cnn.missing_cnn", path=cnn_id))
+        return None, None
+
+
+def data_efficiency() -> tuple[claims.DataEfficiency, claims.DeTable] | None:
+    """The data-efficiency study so far ("cnn.de_dir", else VIT_EXPLORER_EXPERIMENTS, else the project's) with
+    its table, or None after a message."""
+    folder = Path(st.session_state.get("cnn.de_dir", os.environ.get("VIT_EXPLORER_EXPERIMENTS",
+                                                                    str(claims.EXPERIMENTS))))
+    try:
+        de = claims.data_efficiency(folder)
+        return de, claims.de_table(de)
+    except Exception:  # noqa: BLE001 - missing, half-written or malformed: a message instead of the section
+        st.warning(t("cnn.missing_de", path=folder / "data_efficiency.json"))
+        return None
+
+
+def sample_set(lv: Live) -> tuple[str, tuple[str, ...]]:
+    """The sample images like the model's input: ("fmnist", names) for a one-channel model, else ("photo", names)."""
+    kind = "fmnist" if lv.trace.shapes.C == 1 else "photo"
+    return kind, tuple(p.name for p in sample_files() if p.stem.startswith(kind + "_"))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _sample_distances(model_id: str, names: tuple[str, ...]) -> np.ndarray:
+    """Mean attention distance (S, L, heads) over a fixed set of sample images."""
+    model, card = load_model(model_id)
+    images = [load_image((SAMPLES / name).read_bytes()) for name in names]
+    return analysis.sample_attention_distances(model, card.preprocess, images).numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _attention_reach(model_id: str, digest: str, names: tuple[str, ...], _trace: ViTTrace) -> analysis.AttentionReach:
+    return analysis.attention_reach(_trace, _sample_distances(model_id, names) if names else None)
+
+
+def attention_reach(lv: Live, samples: tuple[str, ...]) -> analysis.AttentionReach:
+    """analysis.attention_reach of the current trace beside the sample images `samples` (sample_set), under a
+    spinner and kept per (model, image, samples): about a second for B/16 on a small CPU."""
+    with st.spinner(t("cnn.dist.computing", n=len(samples))):
+        return _attention_reach(lv.model_id, lv.digest, samples, lv.trace)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _vit_erfs(model_id: str, digest: str, _pixels, token: int, blocks: tuple[int, ...]) -> np.ndarray:
+    """ERF of `token` at each block in `blocks` (1..L), each divided by its max: (len(blocks), H, W)."""
+    model, _ = load_model(model_id)
+    maps = analysis.vit_erfs(model, _pixels, blocks, token).cpu()  # one forward, one gradient per block
+    return np.stack([analysis.normalise_peak(m)[0].numpy() for m in maps])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cnn_erfs(cnn_id: str, digest: str, _image, centre: tuple[float, float]) -> analysis.CnnErfs:
+    cnn, card = load_model(cnn_id)
+    return analysis.cnn_erf_layers(cnn, layer_specs(card.config), card.preprocess(_image), centre)
+
+
+def erf_reach(lv: Live, cnn_id: str | None, cnn_card, layer: int, patch: tuple[int, int]) -> analysis.ErfReach:
+    """analysis.erf_reach of the current image at block layer + 1 and `patch`: the ViT's gradients kept per
+    (model, image, token, blocks), the CNN's per (CNN, image, point), so a new layer beside the CNN only
+    pairs them again. Under a spinner; needs autograd: call it outside inference_mode."""
+    plan = analysis.erf_plan(lv.trace.shapes, layer, patch, vit_card=lv.card, cnn_card=cnn_card)
+    with st.spinner(t("cnn.erf.computing")):
+        maps = _vit_erfs(lv.model_id, lv.digest, lv.trace.pixels, plan.token, plan.blocks)
+        cnn = None if plan.centre is None else _cnn_erfs(cnn_id, lv.digest, current_image(), plan.centre)
+    return analysis.erf_reach(plan, maps, cnn)
+
+
+def de_table(tb: claims.DeTable) -> None:
+    """The data-efficiency results: per training-set size each model's mean test accuracy with its seeds' range,
+    the CNN − ViT gap in points, the seeds and the CPU minutes of a run."""
+    cell = lambda x: t("cnn.de.col.range", mean=x.mean, lo=x.lo, hi=x.hi)  # noqa: E731
+    cpu = zip(tb.cpu_minutes["vit"], tb.cpu_minutes["cnn"])
+    st.dataframe({t("cnn.de.col.size"): [f"{n:,}" for n in tb.sizes],
+                  t("cnn.model.vit"): [cell(x) for x in tb.cells["vit"]],
+                  t("cnn.model.cnn"): [cell(x) for x in tb.cells["cnn"]],
+                  t("cnn.de.col.diff"): [f"{d:+.2f}" for d in tb.diff],
+                  t("cnn.de.col.seeds"): tb.seeds,
+                  t("cnn.de.col.cpu"): [f"{v:.0f} / {c:.0f}" for v, c in cpu]}, hide_index=True)
+
+
+def budget_table(bt: claims.BudgetTable) -> None:
+    """The doubling check under its caption: seed 0's final validation accuracy at each budget and the budget
+    chosen, per (model, size); nothing while no check has run."""
+    if not bt.models:
+        return
+    st.caption(t("cnn.de.check.title"))
+    scales = {t("cnn.de.check.scale", scale=k): [f"{v:.2%}" if v is not None else "—" for v in accuracy]
+              for k, accuracy in bt.accuracy.items()}
+    st.dataframe({t("cnn.de.check.model"): [t(f"cnn.model.{m}") for m in bt.models],
+                  t("cnn.de.col.size"): [f"{n:,}" for n in bt.sizes], **scales,
+                  t("cnn.de.check.chosen"): [t("cnn.de.check.scale", scale=k) if k else t("cnn.de.check.pending")
+                                             for k in bt.chosen]}, hide_index=True)
+
+
+def lead(header: str, text: str, *, caption: str | None = None, more: tuple[str, str] | None = None) -> None:
+    """A section's opening: its header and text, then a caption and an expander (title, text) with more, if given."""
+    st.header(header)
+    st.markdown(text)
+    if caption:
+        st.caption(caption)
+    if more:
+        st.expander(more[0]).markdown(more[1])
+
+
+def bullets(lines: list[str], *, header: str | None = None) -> None:
+    """Sentences as a bulleted list (empty ones left out), under a subheader if given."""
+    if header:
+        st.subheader(header)
+    st.markdown("\n".join("- " + line for line in lines if line))

@@ -529,3 +529,131 @@ def test_erfs_of_one_forward_pass_equal_the_erfs_one_layer_at_a_time():
     for n, (name, cell) in enumerate(cells.items()):
         torch.testing.assert_close(many[n], analysis.cnn_erf(cnn, x, name, cell), rtol=1e-5, atol=1e-7)
     assert many[1].abs().sum() > 0 and not torch.equal(many[0], many[1])
+
+
+# ----------------------------------------------------------------------------- the CNN page's results
+
+def _fmnist_like_pair():
+    """A random 1-channel 28×20 ViT (P = 4: a 7×5 grid, 4 blocks), the project's CNN on that input, their cards."""
+    from vit_core.card import ModelCard, Preprocess
+    from vit_core.cnn import DEFAULT_CONFIG, build_cnn
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=(28, 20), patch_size=4, in_chans=1, embed_dim=16, depth=4, num_heads=2, mlp_dim=32,
+                    num_classes=10)
+    cnn_cfg = {**DEFAULT_CONFIG, "image_size": [28, 20]}
+    gray = Preprocess(size=(28, 20), resize="fit_pad", crop_pct=1.0, mean=(0.5,), std=(0.5,), channels="L")
+    vit_card = ModelCard("vit", "vit", cfg, gray, [f"c{i}" for i in range(10)])
+    cnn_card = ModelCard("cnn", "cnn", cnn_cfg, gray, [f"c{i}" for i in range(10)])
+    return ViT(cfg).eval(), build_cnn(cnn_cfg).eval(), vit_card, cnn_card
+
+
+def test_reach_networks_and_the_field_under_a_patch():
+    from PIL import Image
+    from vit_core.cnn import layer_specs
+    from vit_core.viz import reach as vz
+
+    _, _, _, cnn_card = _fmnist_like_pair()
+    image = Image.new("RGB", (200, 150), (255, 0, 51))  # one colour: every view shows it everywhere
+    nets = analysis.reach_networks(image)
+    assert list(nets) == ["resnet", "vgg"]
+    assert nets["vgg"].names == [name for name, *_ in VGG16_LAYERS] and nets["resnet"].default == "layer2.3.conv3"
+    assert nets["vgg"].view.shape == (224, 224, 3) and nets["vgg"].side == 224
+    assert torch.from_numpy(nets["vgg"].view).reshape(-1, 3).unique(dim=0).tolist() == [pytest.approx([1, 0, 0.2])]
+    nets = analysis.reach_networks(image, cnn_card)
+    assert len(layer_specs(cnn_card.config)) == 8 and nets["cnn"].default == "stage2.conv2"  # the middle one
+    gray = torch.from_numpy(nets["cnn"].view)  # the CNN's own input: one channel, shown as three equal ones
+    assert gray.shape == (28, 20, 3) and nets["cnn"].side == 28 and (gray == gray[..., :1]).all()
+
+    # VGG-16 pool5 (212 px, units 32 px apart, centres at 16 + 32 i) under patch (0, 3) of a 7×7 grid
+    at = analysis.field_on_image(nets["vgg"], "pool5", (0, 3), (7, 7))
+    assert (at.index, at.field.rf, at.field.jump, at.size) == (17, 212, 32, (224, 224))
+    assert at.span_y == (16.0, 0.0, 122.0) and at.span_x == (112.0, 6.0, 218.0)  # clipped at the top only
+    assert at.patch_box == ((0.0, 32.0), (96.0, 128.0))
+    assert (at.previous.rf, at.previous.jump, at.kernel, at.dilation) == (196, 16, 2, 1)  # conv5_3, then a 2×2 pool
+    assert at.rfs[:3] == [3, 5, 6] and at.rfs[-1] == 212 and at.cover == pytest.approx(212 / 224)
+    assert vz.rf_formula("VGG-16", at).endswith(r"\text{VGG-16}:\ r = 196 + (2 - 1) \cdot 1 \cdot 16 = 212")
+    first = analysis.field_on_image(nets["resnet"], "conv1", (3, 3), (7, 7))
+    assert first.previous == analysis.RF("input", 1, 1, 0.5) and first.field.rf == 7 and first.span_y[0] == 112.5
+    assert analysis.field_on_image(nets["resnet"], "layer4.2.conv3", (3, 3), (7, 7)).cover == 1.0  # 427 px > 224
+
+
+def test_attention_reach_reads_the_distances_of_a_real_trace(tiny_vit):
+    from itertools import product
+
+    trace = tiny_vit.trace(torch.randn(1, 3, 32, 32))  # a 4×4 grid of 8 px patches, 2 layers × 2 heads
+    centres = torch.tensor(list(product(range(4), range(4))), dtype=torch.float64) * 8
+    dist = (centres[:, None] - centres[None]).norm(dim=-1)  # (16, 16) pixels between patch centres
+    by_hand = []
+    for a in trace.attentions:
+        a = a[0, :, 1:, 1:].double()
+        a = a / a.sum(-1, keepdim=True)  # the attention that went to the image, per patch query
+        by_hand.append((a * dist).sum(-1).mean(-1))  # (heads,)
+    by_hand = torch.stack(by_hand).float().numpy()  # (L, heads)
+    ar = analysis.attention_reach(trace)
+    assert ar.average is None and ar.measured is ar.current
+    assert ar.current == pytest.approx(by_hand, abs=1e-4)
+    assert ar.ceiling == pytest.approx(dist.mean().item())
+    assert ar.first == pytest.approx((by_hand[0].min(), by_hand[0].max()), abs=1e-4)
+    assert ar.last == pytest.approx((by_hand[-1].min(), by_hand[-1].max()), abs=1e-4)
+    assert ar.first_share == pytest.approx((by_hand[0].min() / ar.ceiling, by_hand[0].max() / ar.ceiling), abs=1e-5)
+    samples = torch.stack([torch.full((2, 2), 10.0), torch.tensor([[20.0, 30.0], [40.0, 50.0]])])  # (S, L, heads)
+    ar = analysis.attention_reach(trace, samples)  # the sample set's average speaks for the model
+    assert ar.average.tolist() == [[15.0, 20.0], [25.0, 30.0]] and ar.measured is ar.average
+    assert (ar.first, ar.last, ar.first_mean, ar.last_mean) == ((15.0, 20.0), (25.0, 30.0), 17.5, 27.5)
+    assert ar.trend == "up"  # 27.5 - 17.5 = 10 px > 5 % of the ceiling
+    for step, trend in [(0.06, "up"), (0.04, "flat"), (-0.06, "down")]:  # a change of more than 5 % of the ceiling
+        moved = torch.tensor([[[20.0, 20.0], [20.0 + step * ar.ceiling] * 2]])  # (S = 1, L, heads)
+        assert analysis.attention_reach(trace, moved).trend == trend, step
+
+
+@pytest.mark.parametrize("order, trend", [("local_first", "up"), ("global_first", "down"), ("same", "flat")])
+def test_attention_reach_trend_from_identity_and_uniform_attention(order, trend):
+    from types import SimpleNamespace
+
+    T = 1 + 3 * 4
+    local, wide = torch.eye(T)[None, None], torch.full((1, 1, T, T), 1 / T)  # distance 0, and the ceiling
+    layers = {"local_first": [local, wide], "global_first": [wide, local], "same": [wide, wide]}[order]
+    trace = SimpleNamespace(attentions=layers, grid=(3, 4), patch_size=16, num_prefix_tokens=1)
+    ar = analysis.attention_reach(trace)
+    assert ar.trend == trend
+    ceiling = uniform_attention_distance((3, 4), 16)
+    assert ar.ceiling == ceiling and max(ar.first_mean, ar.last_mean) == pytest.approx(ceiling)
+
+
+def test_erf_plan_and_reach_pair_the_vit_with_the_cnn_at_the_same_depth():
+    from vit_core.cnn import layer_specs
+
+    vit, cnn, vit_card, cnn_card = _fmnist_like_pair()
+    pixels = torch.randn(1, 1, 28, 20)
+    shapes = vit.trace(pixels).shapes
+    assert analysis.same_input(vit_card, cnn_card) and not analysis.same_input(vit_card, None)
+    for other in ({"in_chans": 3}, {"image_size": [28, 28]}):  # another input: no gradients side by side
+        card = type(cnn_card)(**{**vars(cnn_card), "config": {**cnn_card.config, **other}})
+        assert not analysis.same_input(vit_card, card), other
+
+    plan = analysis.erf_plan(shapes, 0, (2, 3), vit_card=vit_card, cnn_card=cnn_card)
+    assert (plan.block, plan.depth, plan.token, plan.blocks) == (1, 4, 1 + 2 * 5 + 3, (1, 2, 3, 4))
+    assert plan.centre == (2.5 / 7, 3.5 / 5) and plan.patch_box == ((8, 12), (12, 16))
+    maps = torch.stack([analysis.normalise_peak(m)[0] for m in analysis.vit_erfs(vit, pixels, plan.blocks, plan.token)])
+    ce = analysis.cnn_erf_layers(cnn, layer_specs(cnn_card.config), pixels, plan.centre)
+    reach = analysis.erf_reach(plan, maps.numpy(), ce)
+    one = analysis.erf_fraction(analysis.vit_erf(vit, pixels, 1, plan.token)).item()  # block 1 alone
+    assert reach.fraction == pytest.approx(one) and reach.fractions[0] == pytest.approx(one)
+    assert reach.map.tolist() == maps[0].tolist() and reach.map.max() == 1.0
+    assert reach.cnn_index == 1  # block 1 of 4 -> 1.5 of 6 conv layers, rounded: the 2nd
+    fields = {f.name: f for f in receptive_field(layer_specs(cnn_card.config))}
+    for k, name in enumerate(ce.names):  # each CNN layer's share, from the unit under the patch centre
+        cell = (analysis.nearest_unit(10.0, fields[name], 28)[0], analysis.nearest_unit(14.0, fields[name], 20)[0])
+        by_hand = analysis.erf_fraction(analysis.cnn_erf(cnn, pixels, name, cell)).item()
+        assert reach.cnn_fractions[k] == pytest.approx(by_hand), name
+    assert reach.cnn_map.tolist() == ce.maps[1].tolist()
+    last = analysis.erf_plan(shapes, 3, (2, 3), vit_card=vit_card, cnn_card=cnn_card)
+    top = analysis.erf_reach(last, maps.numpy(), ce)
+    assert top.cnn_index == 5 and top.fraction == pytest.approx(reach.fractions[3])
+
+    alone = analysis.erf_plan(shapes, 1, (6, 0), vit_card=vit_card)  # no CNN beside: only the block shown
+    assert (alone.blocks, alone.centre, alone.token) == ((2,), None, 1 + 6 * 5)
+    reach = analysis.erf_reach(alone, analysis.normalise_peak(analysis.vit_erf(vit, pixels, 2, alone.token)).numpy())
+    assert reach.cnn is None and reach.cnn_map is None and reach.cnn_index is None
+    assert reach.fraction == pytest.approx(analysis.erf_fraction(analysis.vit_erf(vit, pixels, 2, alone.token)).item())

@@ -88,7 +88,7 @@ def _tiny_vit(**over) -> ViT:
 @pytest.mark.parametrize("distilled", [False, True])
 def test_vit_erf_before_the_blocks_is_the_patch_and_after_a_block_reaches_further(distilled):
     model = _tiny_vit(distilled=distilled)
-    prefix, (h, w) = model.cfg.num_prefix_tokens, model.cfg.grid  # 3×2 grid: non-square
+    prefix, (_, w) = model.cfg.num_prefix_tokens, model.cfg.grid  # 3×2 grid: non-square
     pixels = torch.randn(1, 1, 12, 8)
     r, c = 2, 1
     token = prefix + r * w + c
@@ -148,6 +148,39 @@ def test_compare_data_efficiency_reads_the_summary(tmp_path):
     assert de.gaps[0].gaps == pytest.approx((0.10, 0.09)) and de.gaps[2].gaps == pytest.approx((cards["cnn"] - cards["vit"],))
     assert de.cpu_minutes("vit", 1000) == 2.5 and not de.missing  # 120 and 180 CPU seconds; the 2× check not counted
     assert de.chosen[("vit", 1000)] == 1 and de.checks[("vit", 1000)] == {1: 0.70, 2: 0.70}
+
+
+def test_de_table_and_budget_table_are_the_studys_columns(tmp_path):
+    runs = _runs({("vit", 1000): [0.70, 0.72], ("cnn", 1000): [0.80, 0.81], ("vit", 5000): [0.8],
+                  ("cnn", 5000): [0.85]})
+    runs = [r for r in runs if r["job"] != "de-cnn-5000-s0-x2"]  # its doubling check has not run yet
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs, "planned": [r["job"] for r in runs]}))
+    de = claims.data_efficiency(tmp_path)
+    tb = claims.de_table(de)
+    cards = {m: json.loads(claims.CARDS[m].read_text())["extra"] for m in claims.MODELS}
+    assert tb.sizes == [1000, 5000, 55000] and tb.seeds == [2, 1, 1]
+    assert tb.cells["vit"][0].accuracies == (0.70, 0.72)
+    assert tb.cells["cnn"][2].accuracies == (cards["cnn"]["test_accuracy"],)  # the embedded CNN's card
+    assert tb.diff[:2] == pytest.approx([100 * (0.805 - 0.71), 100 * (0.85 - 0.8)])  # CNN − ViT, in points
+    assert tb.diff[2] == pytest.approx(100 * (cards["cnn"]["test_accuracy"] - cards["vit"]["test_accuracy"]))
+    assert tb.cpu_minutes["vit"][0] == 2.5 and tb.cpu_minutes["cnn"][1] == 2.0  # (120 + 180) / 2 s; 120 s
+    assert tb.cpu_minutes["vit"][2] == pytest.approx(cards["vit"]["cpu_time_s"] / 60)
+    assert [r["size"] for r in tb.rows] == tb.sizes and tb.rows[0]["leader"] == "cnn"
+    assert tb.gap_sizes == [1000, 5000, 55000]  # per seed: 0.80 − 0.70 and 0.81 − 0.72
+    assert (tb.gap_mean[0], tb.gap_lo[0], tb.gap_hi[0]) == pytest.approx((9.5, 9.0, 10.0))
+    bt = claims.budget_table(de)  # ViT first, then the CNN; the full training set has no check
+    assert (bt.models, bt.sizes) == (["vit", "vit", "cnn", "cnn"], [1000, 5000, 1000, 5000])
+    assert bt.accuracy == {1: [0.70, 0.8, 0.80, 0.85], 2: [0.70, 0.8, 0.80, None]}
+    assert bt.chosen == [1, 1, 1, None]  # doubling gained nothing; the CNN at 5,000 is still being checked
+
+
+def test_the_formulas_carry_the_live_numbers():
+    from vit_core.viz import reach as vz
+
+    distance = vz.distance_formula((14, 10), "16 px", "uniform", "104.3 px")
+    assert r"N = 14\times10 = 140,\ P = \text{16 px}" in distance
+    assert distance.endswith(r"\bar d_{\text{uniform}} = \text{104.3 px}")
+    assert vz.erf_formula(224, 160).endswith(r"\qquad H \times W = 224\times160")
 
 
 # ----------------------------------------------------------------------------- the page (AppTest)

@@ -284,6 +284,54 @@ def budget_checks(de: DataEfficiency) -> list[dict]:
             for m, n in sorted(de.checks, key=lambda c: (MODELS.index(c[0]), c[1]))]
 
 
+@dataclass(frozen=True)
+class BudgetTable:
+    """The doubling check as table columns: one entry per (model, size) checked, ViT first, smallest size first."""
+
+    models: list[str]
+    sizes: list[int]
+    accuracy: dict[int, list[float | None]]  # budget scale -> seed 0's final val accuracy per entry (None: not run);
+    #                                          only the scales some entry has reached
+    chosen: list[int | None]  # the scale found (None: still checking)
+
+
+def budget_table(de: DataEfficiency) -> BudgetTable:
+    """budget_checks(de) column by column."""
+    checks = budget_checks(de)
+    return BudgetTable(models=[c["model"] for c in checks], sizes=[c["size"] for c in checks],
+                       accuracy={k: [c["val"].get(k) for c in checks] for k in SCALES
+                                 if any(k in c["val"] for c in checks)},
+                       chosen=[c["chosen"] for c in checks])
+
+
+@dataclass(frozen=True)
+class DeTable:
+    """The data-efficiency results as table columns, one entry per training-set size both models ran (smallest
+    first), and the CNN − ViT gap by size, in points, as the gap figure draws it (de.gaps)."""
+
+    rows: list[dict]  # compare_data_efficiency's (a = ViT, b = CNN): what de_verdict reads
+    sizes: list[int]
+    cells: dict[str, list[Cell]]  # "vit", "cnn" -> the model's Cell at each size
+    diff: list[float]  # CNN − ViT mean test accuracy, in points
+    seeds: list[int]  # the fewer of the two models' seed counts
+    cpu_minutes: dict[str, list[float]]  # "vit", "cnn" -> mean CPU minutes of a run at each size
+    gap_sizes: list[int]
+    gap_mean: list[float]  # CNN − ViT over the seeds both ran, in points: mean, lowest, highest
+    gap_lo: list[float]
+    gap_hi: list[float]
+
+
+def de_table(de: DataEfficiency) -> DeTable:
+    """The table and the gap series of the data-efficiency study so far."""
+    rows = compare_data_efficiency(de.summary())
+    sizes, gaps = [r["size"] for r in rows], de.gaps
+    return DeTable(rows=rows, sizes=sizes, cells={m: [de.cells[m][n] for n in sizes] for m in MODELS},
+                   diff=[-100 * r["diff"] for r in rows], seeds=[r["seeds"] for r in rows],
+                   cpu_minutes={m: [de.cpu_minutes(m, n) for n in sizes] for m in MODELS},
+                   gap_sizes=[g.size for g in gaps], gap_mean=[100 * g.mean for g in gaps],
+                   gap_lo=[100 * g.lo for g in gaps], gap_hi=[100 * g.hi for g in gaps])
+
+
 def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     """How the data-efficiency runs were made and how far the study has got, as sentences."""
     t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
@@ -357,4 +405,5 @@ def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:
 
 
 __all__ = ["compare_data_efficiency", "position_sentences", "Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
-           "de_verdict", "budget_checks", "chosen_scale", "job_label", "needed_scale", "read_study", "window_gain"]
+           "de_verdict", "budget_checks", "budget_table", "chosen_scale", "de_table", "job_label", "needed_scale",
+           "read_study", "window_gain", "BudgetTable", "DeTable"]

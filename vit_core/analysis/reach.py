@@ -6,9 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 from vit_core.analysis.common import _check_grid, _normalise_rows, _per_layer
+from vit_core.card import Preprocess
+from vit_core.cnn import layer_specs
 
 # ----------------------------------------------------------------------------- how far attention reaches
 
@@ -257,3 +260,189 @@ def cnn_erf_layers(cnn, specs: Sequence[tuple], pixels: torch.Tensor, centre: tu
     boxes = [(rf_span(y, fields[n], H)[1:], rf_span(x, fields[n], W)[1:]) for n in names]
     maps = torch.stack([normalise_peak(m)[0] for m in grads.cpu()])
     return CnnErfs(names=names, maps=maps, cells=[cell(n) for n in names], boxes=boxes)
+
+
+# ----------------------------------------------------------------------------- the CNN page's sections, one result each
+
+REFERENCE_VIEW = Preprocess(size=(224, 224), resize="shorter_crop", crop_pct=1.0)  # what ResNet-50 / VGG-16 see
+
+
+def patch_centre(patch: tuple[int, int], grid: tuple[int, int]) -> tuple[float, float]:
+    """The centre of patch (r, c) of an h×w grid, as fractions of the image height and width."""
+    return (patch[0] + 0.5) / grid[0], (patch[1] + 0.5) / grid[1]
+
+
+@dataclass
+class Network:
+    """A network of the receptive-field section, with the picture at its own input size."""
+
+    key: str  # "resnet", "vgg", "cnn" (the project's CNN): the page's widget and figure ids
+    name: str  # "ResNet-50", "VGG-16"; "" for the project's CNN, whose name is translated
+    layers: list[tuple]  # (name, kernel, stride, dilation[, padding]) as receptive_field reads them
+    default: str  # the layer shown first
+    view: np.ndarray  # (H, W, 3) in [0, 1]: the picture as this network sees it
+
+    @property
+    def names(self) -> list[str]:
+        return [layer[0] for layer in self.layers]
+
+    @property
+    def side(self) -> int:
+        return max(self.view.shape[:2])
+
+
+def reach_networks(image, cnn_card=None) -> dict[str, Network]:
+    """ResNet-50 and VGG-16 on a 224×224 view of `image` (PIL), and, when its card is given, the project's CNN
+    on its own input (its middle layer shown first): the networks the CNN page compares, by key."""
+    view224 = np.asarray(REFERENCE_VIEW.image(image), dtype=np.float32) / 255.0
+    nets = {"resnet": Network("resnet", "ResNet-50", RESNET50_LAYERS, "layer2.3.conv3", view224),
+            "vgg": Network("vgg", "VGG-16", VGG16_LAYERS, "pool3", view224)}
+    if cnn_card:
+        specs = layer_specs(cnn_card.config)
+        view = cnn_card.preprocess.to_display(cnn_card.preprocess(image))
+        nets["cnn"] = Network("cnn", "", specs, specs[len(specs) // 2][0], view)
+    return nets
+
+
+@dataclass
+class FieldOnImage:
+    """One network's chosen layer: the receptive field of its unit nearest the centre of the chosen ViT patch."""
+
+    index: int  # the layer's place in the network (0 = first)
+    field: RF  # its receptive field
+    previous: RF  # the layer before (for the first: the input pixel, r = j = 1)
+    kernel: int  # the layer's kernel and dilation (the recurrence's k_l and d_l)
+    dilation: int
+    size: tuple[int, int]  # (H, W) of the network's input
+    span_y: tuple[float, float, float]  # (centre, low, high) of the unit's field down the image (rf_span)
+    span_x: tuple[float, float, float]  # ... and across
+    patch_box: tuple[tuple[float, float], tuple[float, float]]  # the ViT patch on this input: (rows, cols)
+    rfs: list[int]  # every layer's receptive field, in order (the curve by depth)
+
+    @property
+    def side(self) -> int:
+        return max(self.size)
+
+    @property
+    def cover(self) -> float:
+        """The share of the longer input side the field spans, at most 1."""
+        return min(1.0, self.field.rf / self.side)
+
+
+def field_on_image(net: Network, layer: str, patch: tuple[int, int], grid: tuple[int, int]) -> FieldOnImage:
+    """Layer `layer` of `net`, for the unit under the centre of patch (r, c) of a ViT's h×w grid."""
+    fields = receptive_field(net.layers)
+    k = net.names.index(layer)
+    (r, c), (h, w), (H, W) = patch, grid, net.view.shape[:2]
+    fy, fx = patch_centre(patch, grid)
+    f = fields[k]
+    box = ((r / h * H, (r + 1) / h * H), (c / w * W, (c + 1) / w * W))
+    previous = fields[k - 1] if k else RF("input", 1, 1, 0.5)
+    return FieldOnImage(index=k, field=f, previous=previous, kernel=net.layers[k][1], dilation=net.layers[k][3],
+                        size=(H, W), span_y=rf_span(fy * H, f, H), span_x=rf_span(fx * W, f, W), patch_box=box,
+                        rfs=[x.rf for x in fields])
+
+
+@dataclass
+class AttentionReach:
+    """How far the ViT's heads look, in pixels (the CNN page, section 2). The numbers the text reads come
+    from `measured`: the sample set's average when there is one (it speaks for the model), else this image."""
+
+    current: np.ndarray  # (L, heads) mean attention distance on the current image
+    average: np.ndarray | None  # (L, heads) the mean over a set of sample images; None without one
+    ceiling: float  # what uniform attention reaches on this grid
+    first: tuple[float, float]  # the nearest- and farthest-looking heads of the first layer
+    last: tuple[float, float]  # ... and of the last
+    first_share: tuple[float, float]  # `first` as shares of the ceiling
+    first_mean: float  # the mean over the heads of the first layer
+    last_mean: float  # ... and of the last
+    trend: str  # "up", "down" or "flat": the last layer's mean against the first's, 5 % of the ceiling apart
+
+    @property
+    def measured(self) -> np.ndarray:
+        return self.average if self.average is not None else self.current
+
+
+def attention_reach(trace, samples=None) -> AttentionReach:
+    """Mean attention distance of `trace` by layer and head, beside `samples` (S, L, heads) from
+    sample_attention_distances (None: no sample set), and the numbers that describe it."""
+    current = mean_attention_distance(trace.attentions, trace.grid, trace.patch_size,
+                                      num_prefix_tokens=trace.num_prefix_tokens)[0].cpu().numpy()
+    average = None if samples is None else np.asarray(samples).mean(0)
+    ceiling = uniform_attention_distance(trace.grid, trace.patch_size)
+    d = average if average is not None else current
+    m0, m1 = float(d[0].mean()), float(d[-1].mean())
+    trend = "up" if m1 - m0 > 0.05 * ceiling else "down" if m0 - m1 > 0.05 * ceiling else "flat"
+    first, last = (float(d[0].min()), float(d[0].max())), (float(d[-1].min()), float(d[-1].max()))
+    return AttentionReach(current=current, average=average, ceiling=ceiling, first=first, last=last,
+                          first_share=(first[0] / ceiling, first[1] / ceiling), first_mean=m0, last_mean=m1,
+                          trend=trend)
+
+
+def same_input(vit_card, cnn_card) -> bool:
+    """Whether the CNN reads what the ViT reads (channels and input size): only then are their gradients
+    put side by side, like with like. False without a CNN card."""
+    if not cnn_card:
+        return False
+    vit, cnn = vit_card.config, cnn_card.config
+    return (vit.in_chans, tuple(vit.image_size)) == (cnn["in_chans"], tuple(cnn["image_size"]))
+
+
+@dataclass(frozen=True)
+class ErfPlan:
+    """Which gradients the ERF section needs: one ViT token at some blocks, and the CNN at one point."""
+
+    block: int  # the ViT block shown, 1..L
+    depth: int  # L
+    token: int  # the chosen patch's token (prefix tokens count)
+    blocks: tuple[int, ...]  # the blocks measured: all L beside the CNN (its curve by depth), else `block`
+    centre: tuple[float, float] | None  # the patch centre (fractions of H, W) the CNN's units sit at; None: no CNN
+    patch_box: tuple[tuple[int, int], tuple[int, int]]  # the chosen patch in input pixels: (rows, cols)
+
+
+def erf_plan(shapes, layer: int, patch: tuple[int, int], *, vit_card, cnn_card=None) -> ErfPlan:
+    """The plan for block layer + 1 (`layer` counts from 0, as the layer slider's state) and patch (r, c),
+    from the trace's `shapes`; the CNN takes part only when it reads the same input (same_input)."""
+    (r, c), P = patch, shapes.P
+    beside = same_input(vit_card, cnn_card)
+    return ErfPlan(block=layer + 1, depth=shapes.L, token=shapes.prefix + r * shapes.w + c,
+                   blocks=tuple(range(1, shapes.L + 1)) if beside else (layer + 1,),
+                   centre=patch_centre(patch, (shapes.h, shapes.w)) if beside else None,
+                   patch_box=((r * P, (r + 1) * P), (c * P, (c + 1) * P)))
+
+
+@dataclass
+class ErfReach:
+    """The ViT's ERF at the chosen block and, beside it, the CNN's at the same relative depth (section 3)."""
+
+    plan: ErfPlan
+    maps: np.ndarray  # (len(plan.blocks), H, W) the ViT's ERF at each measured block, each divided by its peak
+    fractions: np.ndarray  # (len(plan.blocks),) the share of the pixels each reaches (erf_fraction)
+    cnn: CnnErfs | None  # the CNN's at every conv layer; None when it does not read the same input
+    cnn_fractions: np.ndarray | None  # (n,) the share each CNN layer's map reaches
+    cnn_index: int | None  # the CNN layer at the chosen block's relative depth
+
+    @property
+    def map(self) -> np.ndarray:
+        return self.maps[self.plan.blocks.index(self.plan.block)]
+
+    @property
+    def fraction(self) -> float:
+        return float(self.fractions[self.plan.blocks.index(self.plan.block)])
+
+    @property
+    def cnn_map(self) -> np.ndarray | None:
+        return None if self.cnn is None else self.cnn.maps[self.cnn_index].numpy()
+
+
+def erf_reach(plan: ErfPlan, maps, cnn: CnnErfs | None = None) -> ErfReach:
+    """The plan's ViT maps (len(plan.blocks), H, W; vit_erfs divided by their peaks) and the CNN's (cnn_erf_layers
+    at plan.centre), with the shares they reach, the CNN layer paired to block b of L being the
+    round(b·n / L)-th of its n (at least the first)."""
+    maps = np.asarray(maps)
+    fractions = erf_fraction(maps).numpy()
+    if cnn is None:
+        return ErfReach(plan, maps, fractions, None, None, None)
+    n = len(cnn.names)
+    k = min(n, max(1, round(plan.block * n / plan.depth))) - 1
+    return ErfReach(plan, maps, fractions, cnn, erf_fraction(cnn.maps).numpy(), k)

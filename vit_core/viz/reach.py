@@ -176,4 +176,33 @@ def gap_by_size(sizes: list[int], mean: list[float], lo: list[float], hi: list[f
     return style(fig, title=title, height=height)
 
 
-__all__ = ["attention_distance", "data_efficiency", "gap_by_size", "erf_by_depth", "erf_map", "rf_by_depth", "rf_on_image"]
+# ----------------------------------------------------------------------------- the formulas beside the figures (LaTeX)
+
+X = r"\times"
+
+
+def rf_formula(network: str, at) -> str:
+    """The receptive-field recurrence with the numbers of one network's chosen layer filled in
+    (`at`: analysis.FieldOnImage); `network` is the network's name as shown."""
+    prev = at.previous
+    return (r"r_l = r_{l-1} + (k_l - 1)\, d_l\, j_{l-1}, \quad j_l = j_{l-1}\, s_l \qquad \text{" + network
+            + r"}:\ r = " + f"{prev.rf} + ({at.kernel} - 1) \\cdot {at.dilation} \\cdot {prev.jump} = {at.field.rf}")
+
+
+def distance_formula(grid: tuple[int, int], patch: str, uniform: str, ceiling: str) -> str:
+    """Mean attention distance as a sum, with this grid's N; `patch` and `ceiling` are the patch size and
+    uniform attention's distance as shown (with their unit), `uniform` the word under the ceiling's d."""
+    h, w = grid
+    return (r"\bar d_{l,h} = \frac{1}{N} \sum_{q=1}^{N} \sum_{k=1}^{N} a^{l,h}_{qk}\, \lVert p_q - p_k \rVert"
+            + rf"\qquad N = {h}{X}{w} = {h * w},\ P = \text{{{patch}}},\ "
+            + rf"\bar d_{{\text{{{uniform}}}}} = \text{{{ceiling}}}")
+
+
+def erf_formula(height: int, width: int) -> str:
+    """The effective receptive field as a gradient, with the input's H × W."""
+    return (r"\mathrm{ERF}(x, y) = \sum_{c} \left| \frac{\partial\, \textstyle\sum_{d} z_{d}(\text{pos})}{\partial\, "
+            + r"\mathrm{pixel}_{c}(x, y)} \right|" + rf"\qquad H {X} W = {height}{X}{width}")
+
+
+__all__ = ["attention_distance", "data_efficiency", "distance_formula", "gap_by_size", "erf_by_depth", "erf_formula",
+           "erf_map", "rf_by_depth", "rf_formula", "rf_on_image"]
