@@ -23,8 +23,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from vit_core import analysis, classroom, experiments, hub, viz, zoo
+from vit_core import analysis, claims, classroom, experiments, hub, viz, zoo
 from vit_core.card import ModelCard
+from vit_core.cnn import layer_specs
 from vit_core.i18n import explain, translate
 from vit_core.images import ImageError, image_digest, load_image
 from vit_core.trace import TraceCache, ViTTrace
@@ -1247,10 +1248,6 @@ def fashion_mnist() -> dict:
 
 
 # --- the CNN-vs-ViT page
-
-from vit_core import claims  # noqa: E402 - kept with the block that uses them
-from vit_core.cnn import layer_specs  # noqa: E402
-
 
 def cnn_model():
     """(id, card) of the CNN ("cnn.model", else VIT_EXPLORER_CNN, else the embedded one), or (None, None) after
