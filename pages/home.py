@@ -24,31 +24,27 @@ st.latex(r" \to ".join([brace(f"{s.H}{x}{s.W}{x}{s.C}", "home.f.image"), brace(f
          + r" \to ".join([brace(f"{s.T}{x}{s.D}", "home.f.encoder"), brace(str(s.D), "home.f.cls"),
                           brace(str(tr.logits.shape[-1]), "home.f.classes")]))
 
-probs = tr.probs[0]
-top = probs.topk(min(5, probs.numel()))
 names = lv.class_names()
-cls_attention = tr.attentions[-1][0, :, 0, s.prefix:].mean(0).reshape(tr.grid)
-centre = (s.h // 2, s.w // 2)
-similarity = analysis.pos_embed_similarity(tr.pos_embed, tr.grid, s.prefix)[centre]
+ov = analysis.overview(tr)  # one readout per card: the top classes, CLS's last-layer look, E_pos of the centre
+(best, p_best), centre = ov.top[0], ov.centre
 
 cards = [
     ("pages/step1_patchify.py", viz.image_grid(lv.display, tr.grid, s.P)),
     ("pages/step2_project.py", viz.heatmap(tr.patches[0], colorbar_title=t("home.values"), diverging=True,
                                            x_title=t("home.axis.ppc"), y_title=t("home.axis.patch"), max_side=128)),
-    ("pages/step3_position.py", viz.heatmap(similarity, colorbar_title=t("home.cosine"), zmin=-1, zmax=1,
+    ("pages/step3_position.py", viz.heatmap(ov.similarity, colorbar_title=t("home.cosine"), zmin=-1, zmax=1,
                                             diverging=True, square=True, marks=[centre])),
     ("pages/step4_cls.py", viz.heatmap(tr.tokens[0], colorbar_title=t("home.values"), diverging=True,
                                        x_title=t("home.axis.dim"), y_title=t("home.axis.token"), max_side=128)),
-    ("pages/step5_encoder.py", viz.overlay(lv.display, cls_attention, s.P, colorbar_title=t("home.attention"))),
-    ("pages/step6_classify.py", viz.bars([names[i] for i in top.indices], top.values, highlight=0)),
+    ("pages/step5_encoder.py", viz.overlay(lv.display, ov.cls_attention, s.P, colorbar_title=t("home.attention"))),
+    ("pages/step6_classify.py", viz.bars([names[i] for i, _ in ov.top], [v for _, v in ov.top], highlight=0)),
 ]
 for row in range(2):
     for col, (page, fig) in zip(st.columns(3), cards[3 * row: 3 * row + 3]):
         step = page.split("/")[1].split("_")[0]  # "step1"
         with col.container(border=True):
             st.markdown(f"**{t(f'home.{step}.title')}**")
-            st.caption(t(f"home.{step}.shape", **s._asdict(), PPC=PPC, top=names[top.indices[0]],
-                         p=float(top.values[0])))
+            st.caption(t(f"home.{step}.shape", **s._asdict(), PPC=PPC, top=names[best], p=p_best))
             ui.plot(viz.style(fig, height=260), key=f"home.{step}")
             st.page_link(page, label=t("home.open"), icon="➡️")
 

@@ -24,11 +24,9 @@ st.latex(rf"\underbrace{{y}}_{{{D}}} = \mathrm{{LN}}(z_{{{L}}}^0), \qquad"
 
 # --- stage 1 and 2: the CLS token's last state, and the same numbers after the final LayerNorm
 st.subheader(t("step6.norm.title", D=D))
-z, y = tr.hidden_states[-1][0, 0], tr.final[0, 0]  # (D,) each
-zero = lambda v: round(float(v), 3) + 0.0  # noqa: E731 - prints 0.000, not -0.000
-st.markdown(t("step6.norm.text", z_mean=zero(z.mean()), z_std=zero(z.std(unbiased=False)),
-              y_mean=zero(y.mean()), y_std=zero(y.std(unbiased=False))))
-for name, row in (("z", z), ("y", y)):  # each on its own scale: LayerNorm changes the scale
+fn = analysis.final_norm(tr)
+st.markdown(t("step6.norm.text", z_mean=fn.z_mean, z_std=fn.z_std, y_mean=fn.y_mean, y_std=fn.y_std))
+for name, row in (("z", fn.z), ("y", fn.y)):  # each on its own scale: LayerNorm changes the scale
     ui.plot(viz.heatmap(row[None], colorbar_title=t("step6.value"), diverging=True, height=170, y=[""],
                         title=t(f"step6.row.{name}", L=L), x_title=t("step6.axis.dim", D=D),
                         hover=t("step6.hover.vector")), key=f"step6.{name}")
@@ -39,20 +37,19 @@ st.subheader(t("step6.head.title", D=D, K=K))
 kmax = K if K <= 10 else min(K, 25)  # ten classes fit on screen; a thousand do not
 st.session_state["step6.topk"] = min(st.session_state.get("step6.topk", kmax if K <= 10 else 5), kmax)
 k = st.slider(t("step6.topk", K=K), 1, kmax, key="step6.topk")
-logits, probs = tr.logits[0], tr.probs[0]
-top = probs.topk(k).indices
-top_names = [names[i] for i in top]
+top = analysis.top_k(tr, k)
+top_names = [names[i] for i in top.indices]
 if k < K:
-    st.caption(t("step6.topk.caption", k=k, K=K, rest=float(1 - probs[top].sum())))
+    st.caption(t("step6.topk.caption", k=k, K=K, rest=top.rest))
 left, right = st.columns(2)
 with left:
-    ui.plot(viz.bars(top_names, logits[top], title=t("step6.fig.logits", K=K), x_title=t("step6.axis.logit"),
+    ui.plot(viz.bars(top_names, top.logits, title=t("step6.fig.logits", K=K), x_title=t("step6.axis.logit"),
                      text_format="{:.2f}", highlight=0), key="step6.logits")
 with right:
-    ui.plot(viz.bars(top_names, probs[top], title=t("step6.fig.probs", K=K), x_title=t("step6.axis.prob"),
+    ui.plot(viz.bars(top_names, top.probs, title=t("step6.fig.probs", K=K), x_title=t("step6.axis.prob"),
                      highlight=0, range_=(0, 1)), key="step6.probs")
 for label, tensor in ((t("step6.tensor.W", D=D, K=K), heads[0][0].T), (t("step6.tensor.b"), heads[0][1]),
-                      (t("step6.tensor.logits"), logits), (t("step6.tensor.probs"), probs)):
+                      (t("step6.tensor.logits"), tr.logits[0]), (t("step6.tensor.probs"), tr.probs[0])):
     ui.show_tensor(label, tensor)
 
 # --- DeiT: two heads, one per prefix token, averaged
@@ -61,8 +58,8 @@ if len(heads) == 2:
     st.markdown(t("step6.deit.text"))
     st.latex(r"\text{logits} = \tfrac{1}{2}\big(\mathrm{LN}(z_L^\text{cls})\,W + b"
              r" \;+\; \mathrm{LN}(z_L^\text{dist})\,W_\text{dist} + b_\text{dist}\big)")
-    series = {t("step6.deit.cls"): tr.head_logits[0][0, top], t("step6.deit.dist"): tr.head_logits[1][0, top],
-              t("step6.deit.mean"): logits[top]}
+    series = {t("step6.deit.cls"): top.head_logits[0], t("step6.deit.dist"): top.head_logits[1],
+              t("step6.deit.mean"): top.logits}
     ui.plot(vz.grouped_bars(top_names, series, x_title=t("step6.axis.logit")), key="step6.deit")
 
 # --- the check: the numbers above, recomputed from z_L and the model's own weights, equal the trace

@@ -143,6 +143,30 @@ def test_every_string_has_both_languages_with_the_same_placeholders(step):
         assert placeholders(entry["en"]) == placeholders(entry["zh"]), key
 
 
+@pytest.mark.parametrize("distilled", [False, True])
+def test_the_overview_and_step6_readouts_are_the_trace_read_by_hand(distilled):
+    _, tr = tiny(distilled)
+    p, (h, w), probs = tr.num_prefix_tokens, tr.grid, tr.probs[0]
+    order = probs.argsort(descending=True).tolist()
+    ov = analysis.overview(tr)
+    assert [i for i, _ in ov.top] == order[:5] and ov.top[0][1] == pytest.approx(float(probs.max()))
+    torch.testing.assert_close(ov.cls_attention.flatten(), tr.attentions[-1][0, :, 0, p:].mean(0))
+    assert ov.centre == (h // 2, w // 2)
+    e = F.normalize(tr.pos_embed[0, p:], dim=-1)
+    torch.testing.assert_close(ov.similarity.flatten(), e @ e[ov.centre[0] * w + ov.centre[1]])
+
+    fn = analysis.final_norm(tr)
+    torch.testing.assert_close(fn.y, tr.final[0, 0])
+    assert fn.y_mean == 0.0 and str(fn.y_mean) == "0.0"  # LayerNorm centres it; printed without a minus sign
+    assert fn.z_std == pytest.approx(float(tr.hidden_states[-1][0, 0].std(unbiased=False)), abs=5e-4)
+
+    top = analysis.top_k(tr, 3)
+    assert top.indices == order[:3] and top.rest == pytest.approx(float(probs.sort().values[:-3].sum()), abs=1e-6)
+    torch.testing.assert_close(top.logits, tr.logits[0, order[:3]])
+    assert len(top.head_logits) == p
+    torch.testing.assert_close(sum(top.head_logits) / p, top.logits)  # DeiT's logits: the heads' mean
+
+
 # ----------------------------------------------------------------------------- figures
 
 def fig_data(fig) -> list[dict]:

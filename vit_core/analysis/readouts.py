@@ -412,3 +412,57 @@ def cls_journey(trace) -> ClsJourney:
     return ClsJourney(norms[:, 0], norms[:, p:].mean(-1), cos["to_final"][:, 0],
                       torch.cat([torch.tensor([float("nan")]), cos["to_previous"][:, 0]]),
                       prefix_attention_maps(trace.attentions, trace.grid, p)[:, 0])
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The overview page's one glance at each step, for image 0."""
+    top: list[tuple[int, float]]  # the (up to) five most probable classes, most probable first
+    cls_attention: torch.Tensor  # (h, w) where CLS looks in the last layer, mean over heads, patch keys only
+    centre: tuple[int, int]  # the grid's middle patch
+    similarity: torch.Tensor  # (h, w) cosine of the middle patch's position embedding with every patch's
+
+
+def overview(trace) -> Overview:
+    from vit_core.analysis.rollout import top_classes
+
+    (h, w), p = trace.grid, trace.num_prefix_tokens
+    centre = (h // 2, w // 2)
+    return Overview(top_classes(trace, 5),
+                    trace.attentions[-1][0, :, 0, p:].float().mean(0).reshape(h, w), centre,
+                    pos_embed_similarity(trace.pos_embed, trace.grid, p)[centre])
+
+
+@dataclass(frozen=True)
+class FinalNorm:
+    """Step 6's first two stages for image 0: the CLS token's last state z_L and the same after the final
+    LayerNorm, with their mean and (population) standard deviation, -0.0 printed as 0."""
+    z: torch.Tensor  # (D,)
+    y: torch.Tensor  # (D,)
+    z_mean: float
+    z_std: float
+    y_mean: float
+    y_std: float
+
+
+def final_norm(trace) -> FinalNorm:
+    z, y = trace.hidden_states[-1][0, 0], trace.final[0, 0]
+    zero = lambda v: round(float(v), 3) + 0.0  # noqa: E731 - 0.000, not -0.000
+    return FinalNorm(z, y, zero(z.mean()), zero(z.std(unbiased=False)), zero(y.mean()), zero(y.std(unbiased=False)))
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Step 6's last stages: the k most probable classes of image 0 with their logits and probabilities."""
+    indices: list[int]  # most probable first
+    logits: torch.Tensor  # (k,)
+    probs: torch.Tensor  # (k,)
+    rest: float  # the probability left to the other classes
+    head_logits: list[torch.Tensor]  # (k,) per head (DeiT: CLS and distillation), the logits are their mean
+
+
+def top_k(trace, k: int) -> TopK:
+    probs = trace.probs[0]
+    top = probs.topk(k).indices
+    return TopK(top.tolist(), trace.logits[0, top], probs[top], float(1 - probs[top].sum()),
+                [h[0, top] for h in trace.head_logits])
