@@ -758,6 +758,43 @@ def note_metric(label: str, value: str, note: str, where=st) -> None:
     where.metric(label, value, note, delta_color="off", delta_arrow="off")
 
 
+# --- does position matter? (exp_position)
+
+PROOF_SHUFFLES = 7  # seeded shuffles checked beside the learner's
+ABLATION_IMAGES = 1000  # Fashion-MNIST test images for the E_pos ablation
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _shuffled(model_id: str, digest: str, perm: tuple, _pixels: torch.Tensor) -> experiments.PositionResult:
+    perms = experiments.random_perms(len(perm), PROOF_SHUFFLES + 1, seed=0)
+    perms[0] = perms.new_tensor(perm)
+    return experiments.position_experiment(load_model(model_id)[0], _pixels, perms)
+
+
+def position_shuffles(lv: Live, perm: torch.Tensor) -> experiments.PositionResult:
+    """The learner's shuffle `perm` (row 0) and PROOF_SHUFFLES seeded ones of the current image, with E_pos and
+    with zeros in its place; kept per (model, image, shuffle)."""
+    return _shuffled(lv.model_id, lv.digest, tuple(perm.tolist()), lv.trace.pixels)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _ablation(model_id: str, on_dataset: bool) -> tuple[list[str], experiments.PosAblation]:
+    model, card = load_model(model_id)
+    if on_dataset:
+        images, labels = fashion_mnist()["test"]
+        n = ABLATION_IMAGES
+        return [], experiments.pos_ablation(model, experiments.to_pixels(card.preprocess, images[:n]), labels[:n])
+    files = sample_files()
+    pictures = [load_image(p.read_bytes()) for p in files]
+    return [p.name for p in files], experiments.pos_ablation(model, experiments.to_pixels(card.preprocess, pictures))
+
+
+def position_ablation(lv: Live, on_dataset: bool) -> tuple[list[str], experiments.PosAblation]:
+    """The model with and without its E_pos on ABLATION_IMAGES Fashion-MNIST test images (`on_dataset`), else on
+    the sample images (their file names first); kept per model."""
+    return _ablation(lv.model_id, on_dataset)
+
+
 # --- step 2 page (flatten + project)
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -33,7 +33,7 @@ m = st.columns(3)
 ui.note_metric(t("exp.lens.final"), names[final], f"{float(lens.cls_probs[-1, final]):.1%}", m[0])
 m[1].metric(t("exp.lens.known"), str(known), help=t("exp.lens.known_help"))
 m[2].metric(t("exp.lens.first_rank"), f"{int(rank[0])} / {len(names)}")
-st.success(t("exp.lens.check", L=s.L, diff=f"{float((lens.logits[-1] - tr.logits[0]).abs().max()):.1e}"))
+st.success(t("exp.lens.check", L=s.L, diff=f"{lens.final_diff(tr):.1e}"))
 
 # --- every patch token read through the same head, at one depth
 st.subheader(t("exp.lens.patches.title"))

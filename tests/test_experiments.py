@@ -106,6 +106,10 @@ def test_permutation_proof(model):
         for k, perm in enumerate(res.perms):
             moved = (m.trace(ex.shuffle_patches(x, perm, 4)).final[0, :p] - base).abs().max()
             assert float(moved) == pytest.approx(float(delta[k]), rel=1e-4, abs=2e-6)
+    assert res.moved == int((res.perms[0] != torch.arange(N)).sum()) > 0
+    assert res.top_classes(3) == res.probs_pos[0].argsort(descending=True)[:3].tolist()
+    for with_pos, probs in ((True, res.probs_pos), (False, res.probs_nopos)):
+        assert res.answers(with_pos) == (int(probs[0].argmax()), int(probs[1].argmax()))
 
 
 def test_without_pos_embed_the_patch_outputs_are_shuffled_the_same_way(model):
@@ -136,6 +140,11 @@ def test_logit_lens_ends_at_the_model_logits_and_reads_every_depth(model):
             torch.testing.assert_close(lens.patch_prob[d].flatten(), patch[:, lens.final_class])
             assert lens.patch_top[d].flatten().tolist() == patch.argmax(-1).tolist()
     assert lens.cls_probs.shape == (L + 1, 7) and lens.top_classes(3)[0] == lens.final_class
+    assert lens.final_diff(tr) < 1e-5
+    names = [f"c{i}" for i in range(7)]
+    depth = L // 2
+    assert [n for row in lens.patch_names(depth, names) for n in row] == [names[i] for i in lens.patch_top[depth].flatten()]
+    assert lens.patch_agreement(depth, lens.final_class) == float((lens.patch_top[depth] == lens.final_class).float().mean())
     settled = lens.settled_depth
     assert (lens.final_rank[settled:] == 0).all() and (settled == 0 or lens.final_rank[settled - 1] != 0)
     votes = lens.patch_votes(2, k=7)

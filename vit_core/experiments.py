@@ -122,6 +122,21 @@ class PositionResult:
     def max_delta_nopos(self) -> float:
         return float(self.delta_nopos.max())
 
+    @property
+    def moved(self) -> int:
+        """How many patches the learner's shuffle (perms[0]) puts somewhere else."""
+        return int((self.perms[0] != torch.arange(self.perms.shape[1])).sum())
+
+    def top_classes(self, k: int = 5) -> list[int]:
+        """The k classes the model with E_pos finds most probable on the image as it is."""
+        return self.probs_pos[0].topk(min(k, self.probs_pos.shape[1])).indices.tolist()
+
+    def answers(self, with_pos: bool) -> tuple[int, int]:
+        """(top class of the image as it is, top class under the learner's shuffle), with E_pos or without."""
+        probs = self.probs_pos if with_pos else self.probs_nopos
+        before, after = probs[:2].argmax(-1).tolist()
+        return before, after
+
 
 @torch.inference_mode()
 def position_experiment(model: ViT, pixels: torch.Tensor, perms: torch.Tensor) -> PositionResult:
@@ -202,6 +217,10 @@ class LogitLens:
         while depth > 0 and self.final_rank[depth - 1] == 0:
             depth -= 1
         return depth
+
+    def final_diff(self, trace: ViTTrace) -> float:
+        """max |the lens's logits at the last layer − the model's own logits|: 0 up to rounding, the check."""
+        return float((self.logits[-1] - trace.logits[0]).abs().max())
 
     def patch_names(self, depth: int, names: list[str]) -> list[list[str]]:
         """(h, w) the name of each patch token's top class at `depth`."""
