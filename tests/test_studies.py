@@ -116,6 +116,23 @@ def test_the_plan_checks_each_budget_by_doubling_then_adds_the_seeds():
     assert next(j for j in first if j.name == "de-vit-1000-s0-x2").steps() == 2 * studies.MIN_STEPS
 
 
+def test_the_status_counts_the_seeds_whose_budget_is_still_being_checked(tmp_path):
+    """The plan holds seeds 1-2 of a (model, size) only once its budget is chosen; the estimate names the rest."""
+    runs = [_done("vit", 1000, 1, 0.80), _done("vit", 1000, 2, 0.801),  # settled: seeds in the plan, not here
+            _done("vit", 5000, 1, 0.80), _done("vit", 5000, 2, 0.83), _done("vit", 5000, 4, 0.85)]  # checking 8×
+    for r in runs:
+        r.update(patch_size=4, train_images_per_s=100.0, cpu_time_s=60.0)
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs}))
+    later = studies.unplanned_seeds(tmp_path)
+    by_cell = {(m, n): sorted((j.seed, j.scale) for j in later if (j.model, j.train_size) == (m, n))
+               for m in ("vit", "cnn") for n in (1000, 5000, 20000)}
+    assert by_cell[("vit", 1000)] == [] and by_cell[("vit", 5000)] == [(1, 8), (2, 8)]
+    assert by_cell[("cnn", 20000)] == [(1, 2), (2, 2)]  # nothing run yet: at least the 2× check's budget
+    assert not {j.name for j in later} & {j.name for j in studies.plan(runs=runs)}
+    vit = next(j for j in later if j.model == "vit" and j.train_size == 5000)
+    assert studies._minutes([vit], tmp_path) == pytest.approx(vit.steps() * 128 / 100.0 / 60)
+
+
 def test_a_job_is_claimed_once_and_a_dead_workers_lock_is_taken_over(tmp_path):
     job = studies.plan()[0]
     lock = studies.claim(job, tmp_path)

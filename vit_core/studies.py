@@ -301,15 +301,29 @@ def done_jobs(out: Path = OUT) -> set[str]:
     return {r["job"] for s in STUDIES for r in read_study(s, out)["runs"]}
 
 
-def cpu_minutes_left(out: Path = OUT) -> float:
-    """An estimate of the plan's remaining CPU time from the images per second measured so far."""
+def _minutes(jobs: list[Job], out: Path) -> float:
+    """CPU minutes `jobs` take at the images per second measured so far (the cards' speeds before any run)."""
     runs = [r for s in STUDIES for r in read_study(s, out)["runs"]]
     speed = {m: sum(r["train_images_per_s"] for r in runs if r["model"] == m and r["patch_size"] in (4, None))
              / max(1, sum(1 for r in runs if r["model"] == m and r["patch_size"] in (4, None)))
              for m in ("vit", "cnn")}
     speed = {m: v or {"vit": 346.0, "cnn": 175.7}[m] for m, v in speed.items()}  # the embedded cards' speeds
+    return sum(j.steps() * train.RECIPE["batch_size"] / speed[j.model] for j in jobs) / 60
+
+
+def cpu_minutes_left(out: Path = OUT) -> float:
+    """An estimate of the plan's remaining CPU time (a job under way counted whole)."""
     done = done_jobs(out)
-    return sum(j.steps() * train.RECIPE["batch_size"] / speed[j.model] for j in plan() if j.name not in done) / 60
+    return _minutes([j for j in plan(read_study("data_efficiency", out)["runs"]) if j.name not in done], out)
+
+
+def unplanned_seeds(out: Path = OUT) -> list[Job]:
+    """Seeds 1 and 2 of each (model, size) whose budget is still being checked: not in the plan yet, since
+    their budget is not known. Listed at the largest budget the check has reached, so at least this much."""
+    runs = read_study("data_efficiency", out)["runs"]
+    return [Job("data_efficiency", f"de-{m}-{n}-s{seed}-x{s}", m, n, seed, scale=s) for m in ("vit", "cnn")
+            for n in SIZES[:-1] if chosen_scale(m, n, runs) is None
+            for s in [2 * needed_scale(m, n, runs)] for seed in (1, 2)]
 
 
 def run(args) -> None:
@@ -346,8 +360,10 @@ def status() -> None:
             f"at step {torch.load(ckpt, weights_only=True)['step']}/{job.steps()}" if ckpt.exists() else "to do")
         print(f"{job.name:24s} {state}")
     runs = [r for s in STUDIES for r in read_study(s)["runs"]]
+    later = unplanned_seeds()
     print(f"# {len(done)}/{len(plan())} done, {sum(r['cpu_time_s'] for r in runs) / 3600:.2f} CPU-hours so far, "
-          f"≈ {cpu_minutes_left() / 60:.1f} CPU-hours left")
+          f"≈ {cpu_minutes_left() / 60:.1f} CPU-hours left in the plan; then {len(later)} seed runs whose budget is "
+          f"still being checked: at least {_minutes(later, OUT) / 60:.1f} CPU-hours more")
 
 
 def main(argv: list[str] | None = None):
