@@ -46,3 +46,60 @@ def test_the_table_is_bounded(monkeypatch):
     assert shared.common.bars(["a"], [4.0]) is figs[4]  # the most recent stay
     assert shared.common.bars(["a"], [0.0]) is not figs[0]  # the oldest went
     assert shared.common.bars is not bars and shared.common.PALETTE is shared._common.PALETTE
+
+
+def test_sessions_asking_for_the_same_new_figure_at_once_build_it_once():
+    import threading
+    import time
+
+    calls, started = [], threading.Event()
+
+    def slow(x):  # a figure build long enough that every other session asks while it runs
+        calls.append(x)
+        started.set()
+        time.sleep(0.3)
+        return object()
+
+    mod = shared.SharedModule(type("M", (), {"__name__": "slow_m", "build": staticmethod(slow)}))
+    got = [None] * 8
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, mod.build(7))) for i in range(8)]
+    threads[0].start()
+    started.wait(5)
+    for th in threads[1:]:
+        th.start()
+    for th in threads:
+        th.join(10)
+    assert calls == [7] and all(g is got[0] for g in got)  # one build, one shared result
+    assert not shared._building  # nothing left marked as in progress
+
+
+def test_a_failed_build_lets_the_waiting_sessions_build_it_themselves():
+    import threading
+    import time
+
+    calls = []
+
+    def flaky(x):
+        calls.append(x)
+        if len(calls) == 1:
+            time.sleep(0.2)
+            raise MemoryError("the first build fails")
+        return object()
+
+    mod = shared.SharedModule(type("M", (), {"__name__": "flaky_m", "build": staticmethod(flaky)}))
+    errors, got = [], []
+
+    def ask():
+        try:
+            got.append(mod.build(1))
+        except MemoryError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for th in threads:
+        th.start()
+        time.sleep(0.02)
+    for th in threads:
+        th.join(10)
+    assert len(errors) == 1 and len(got) == 3 and len(calls) == 2  # the failure is its caller's; one rebuild
+    assert all(g is got[0] for g in got) and not shared._building

@@ -6,6 +6,8 @@ A class looks at the same picture: thirty sessions on one page build the same fi
 numbers, and building a plotly figure (its validation) is most of a page's rerun. Here a call with
 inputs equal to an earlier one's (arrays and tensors compared by content) returns that call's figure
 object itself, from a bounded least-recently-used table shared by every session of the process.
+When thirty sessions ask for the same new figure at once (the teacher says "now step 5"),
+one builds it and the others wait for that one instead of building it thirty times.
 The objects are shared, so callers must treat them as read-only (pass options to the builder rather
 than updating its figure). Inputs that cannot be compared by content (a PIL image, a callable) are
 built every time, as without this module.
@@ -26,6 +28,7 @@ from vit_core.viz import rollout as _rollout, steps as _steps
 ENTRIES = 512  # figures kept; a page draws up to about ten per view
 _lock = threading.Lock()
 _table: OrderedDict = OrderedDict()
+_building: dict = {}  # key -> Event set when the one session building that figure is done
 
 
 class Unshareable(TypeError):
@@ -71,16 +74,29 @@ class SharedModule:
                 key = (module, name, fingerprint(args), fingerprint(dict(sorted(kwargs.items()))))
             except Unshareable:
                 return value(*args, **kwargs)
-            with _lock:
-                if key in _table:
-                    _table.move_to_end(key)
-                    return _table[key]
-            result = value(*args, **kwargs)  # built outside the lock: two sessions may both build it once
-            with _lock:
-                _table[key] = result
-                while len(_table) > ENTRIES:
-                    _table.popitem(last=False)
-            return result
+            while True:
+                with _lock:
+                    if key in _table:
+                        _table.move_to_end(key)
+                        return _table[key]
+                    built = _building.get(key)
+                    mine = built is None
+                    if mine:
+                        built = _building[key] = threading.Event()
+                if mine:
+                    break
+                built.wait()  # another session is building this figure: take its result (or, if it failed, retry)
+            try:
+                result = value(*args, **kwargs)  # outside the lock: other figures are built meanwhile
+                with _lock:
+                    _table[key] = result
+                    while len(_table) > ENTRIES:
+                        _table.popitem(last=False)
+                return result
+            finally:
+                with _lock:
+                    del _building[key]
+                built.set()
 
         call.__name__ = name
         return call
