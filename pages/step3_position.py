@@ -72,4 +72,4 @@ if kinds:
     ui.table({t(f"step3.ablation.col.{k}"): v for k, v in columns.items()})
 else:
     st.info(t("step3.ablation.none_yet"))
-st.markdown("\n".join("- " + x for x in claims.position_sentences(ab, VIT_TABLE8["1d"] - VIT_TABLE8["none"], ui.lang())))
+ui.bullets(claims.position_sentences(ab, VIT_TABLE8["1d"] - VIT_TABLE8["none"], ui.lang()))

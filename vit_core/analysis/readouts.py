@@ -423,13 +423,17 @@ class Overview:
     similarity: torch.Tensor  # (h, w) cosine of the middle patch's position embedding with every patch's
 
 
-def overview(trace) -> Overview:
-    from vit_core.analysis.rollout import top_classes
+def top_classes(trace, k: int = 5) -> list[tuple[int, float]]:
+    """The k most probable classes of the trace's first image as (class index, probability), most probable first."""
+    probs = trace.probs[0]
+    top = probs.topk(min(k, probs.shape[-1]))
+    return [(int(i), float(v)) for v, i in zip(top.values, top.indices)]
 
+
+def overview(trace) -> Overview:
     (h, w), p = trace.grid, trace.num_prefix_tokens
     centre = (h // 2, w // 2)
-    return Overview(top_classes(trace, 5),
-                    trace.attentions[-1][0, :, 0, p:].float().mean(0).reshape(h, w), centre,
+    return Overview(top_classes(trace, 5), prefix_attention_maps(trace.attentions[-1:], trace.grid, p)[0, 0], centre,
                     pos_embed_similarity(trace.pos_embed, trace.grid, p)[centre])
 
 

@@ -240,10 +240,3 @@ def gradient_rollout_map(trace: ViTTrace, gradients, settings: RolloutSettings) 
     R = gradient_rollout(trace.attentions, gradients, start_layer=settings.start_layer,
                          end_layer=settings.end_layer)  # (B, T, T)
     return rollout_to_grid(R, trace.grid, trace.num_prefix_tokens)[0]
-
-
-def top_classes(trace: ViTTrace, k: int = 5) -> list[tuple[int, float]]:
-    """The k most probable classes of the trace's first image as (class index, probability), most probable first."""
-    probs = trace.probs[0]
-    top = probs.topk(min(k, probs.shape[-1]))
-    return [(int(i), float(v)) for v, i in zip(top.values, top.indices)]
