@@ -70,11 +70,11 @@ what_if()
 
 st.subheader(t("step1.study.title"))  # the same trade-off, trained: the patch-size study of vit_core.studies
 st.markdown(t("step1.study.lead", epochs=claims.SHORT_EPOCHS, n=claims.SIZES[-1]))
-study = claims.ablation("patch_size", "patch_size")
+study, cost = claims.ablation("patch_size", "patch_size"), claims.patch_cost()
 if study.missing:
     st.caption(t("step1.study.missing", left=", ".join(j.split("-")[1] for j in study.missing)))
-if study.cells:
-    ui.table({t(f"step1.study.col.{k}"): v for k, v in claims.patch_table(study).items()})
-    st.caption(t("step1.study.caption"))
+if study.cells or cost:
+    ui.table({t(f"step1.study.col.{k}"): v for k, v in claims.patch_table(study, cost).items()})
+    ui.bullets(claims.patch_cost_sentences(cost, ui.lang()))
 else:
     st.info(t("step1.study.none_yet"))

@@ -403,12 +403,32 @@ def test_step1_shows_the_patch_size_study_with_p4_from_the_learned_embedding_run
     monkeypatch.setattr(claims, "EXPERIMENTS", tmp_path)
     at = open_app("en", "pages/step1_patchify.py", **{"vx.model": model_id})
     assert_clean(at)
-    table = next(d.value for d in at.dataframe if translate("step1.study.col.P", "en") in d.value.columns)
-    assert table[translate("step1.study.col.P", "en")].tolist() == [4, 7, 14]
-    assert table[translate("step1.study.col.T", "en")].tolist() == [50, 17, 5]
-    assert table[translate("step1.study.col.acc", "en")].tolist() == ["89.00% (2)", "86.00% (1)", "80.00% (1)"]
-    assert table[translate("step1.study.col.train", "en")].tolist() == ["250", "143", "71"]
+    col = lambda key: translate(f"step1.study.col.{key}", "en")  # noqa: E731
+    table = next(d.value for d in at.dataframe if col("P") in d.value.columns)
+    assert table[col("P")].tolist() == [4, 7, 14]
+    assert table[col("T")].tolist() == [50, 17, 5]
+    assert table[col("acc")].tolist() == ["89.00% (2)", "86.00% (1)", "80.00% (1)"]
+    assert table[col("train")].tolist() == ["—"] * 3  # the runs' own speeds (two at once, at different times): not shown
     assert translate("step1.study.missing", "en", left="14") in [c.value for c in at.caption]
+    assert translate("step1.study.caption_no_cost", "en") in "\n".join(md.value for md in at.markdown)
+
+    # the side-by-side timing: speeds and speed-ups for every P it timed, also before a P is trained
+    rows = [{"patch_size": P, "tokens": T, "train_images_per_s": tr, "train_vs_p4": tr / 600, "test_images_per_s": te,
+             "test_vs_p4": te / 1500, "train_range": [tr, tr], "test_range": [te, te]}
+            for P, T, tr, te in ((4, 50, 600.0, 1500.0), (7, 17, 1800.0, 6000.0))]
+    cost = {"rows": rows, "model": {"embed_dim": 64, "mlp_dim": 128}, "rounds": 5, "date": "2026-12-02T16:00:00+00:00"}
+    (tmp_path / "patch_cost.json").write_text(json.dumps(cost))
+    (tmp_path / "patch_size.json").write_text(json.dumps({"runs": [], "planned": ["patch-7-s0"]}))
+    at.run()
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if col("P") in d.value.columns)
+    assert table[col("P")].tolist() == [4, 7] and table[col("acc")].tolist() == ["89.00% (2)", "—"]
+    assert table[col("train")].tolist() == ["600 (1.0×)", "1,800 (3.0×)"]
+    assert table[col("test")].tolist() == ["1,500 (1.0×)", "6,000 (4.0×)"]
+    said = "\n".join(md.value for md in at.markdown)
+    assert translate("step1.study.caption", "en", date="2026-12-02", rounds=5) in said
+    assert translate("step1.cost.speedup", "en", P=7, P0=4, fewer=50 / 17, train=3.0, test=4.0) in said
+    assert translate("step1.cost.why", "en", D=64, M=128, T=50, P=4, share=50 / 306, b16=197 / (197 + 4608)) in said
 
 
 def test_pictures_go_to_the_browser_as_compressed_images_of_the_same_pixels():

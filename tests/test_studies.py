@@ -182,3 +182,41 @@ def test_a_stored_checkpoint_re_evaluates_to_its_recorded_accuracy():
         model.load_state_dict(load_file(claims.EXPERIMENTS / "weights" / r["weights"]))
         acc, loss = train.evaluate(model, data.test_images, data.test_labels, data.mean, data.std)
         assert acc == pytest.approx(r["test_accuracy"], abs=1e-4) and loss == pytest.approx(r["test_loss"], abs=1e-3)
+
+
+@pytest.mark.parametrize("P, D, M", [(4, 64, 128), (7, 64, 128), (14, 64, 128), (16, 768, 3072)])
+def test_the_attention_share_is_what_torch_counts_in_a_real_encoder_layer(P, D, M):
+    """Step 1's "the speed-up follows T, not T²": torch's own FLOP counter on one real layer of the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = 224 if P == 16 else 28  # P = 16: ViT-B/16's layer at 224 × 224 (T = 197), the share step 1 quotes
+    cfg = ViTConfig(image_size=(size, size), patch_size=P, in_chans=1, embed_dim=D, depth=1, num_heads=4, mlp_dim=M,
+                    num_classes=10)
+    tokens = cfg.grid[0] * cfg.grid[1] + 1
+    with FlopCounterMode(display=False) as counter:
+        ViT(cfg).blocks[0](torch.randn(1, tokens, D))
+    counts = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    assert set(counts) == {"aten.addmm", "aten.bmm"}  # the projections and MLP; q kᵀ and A·v
+    assert claims.attention_share(tokens, D, M) == pytest.approx(counts["aten.bmm"] / counter.get_total_flops())
+    if P == 16:
+        assert claims.VIT_B16_SHAPE == (tokens, D, M)
+
+
+def test_the_patch_cost_file_is_a_side_by_side_timing_of_the_embedded_vit():
+    cost = claims.patch_cost()
+    assert cost is not None, "run: python benchmarks/patch_cost.py --out assets/experiments/patch_cost.json"
+    assert cost["command"].startswith("python benchmarks/patch_cost.py") and cost["machine"]["torch_threads"] == 1
+    vit = train.VIT_DEFAULT
+    assert cost["model"] == {"embed_dim": vit.embed_dim, "mlp_dim": vit.mlp_dim, "depth": vit.depth,
+                             "num_heads": vit.num_heads}
+    rows = cost["rows"]
+    assert [r["patch_size"] for r in rows] == [4, 7, 14]  # P = 4 and the study's two other sizes
+    assert {r["patch_size"] for r in rows} == {j.patch for j in studies.plan() if j.study == "patch_size"} | {4}
+    for r in rows:
+        assert r["tokens"] == (28 // r["patch_size"]) ** 2 + 1
+        for k in ("train", "test"):
+            lo, hi = r[f"{k}_range"]
+            assert 0 < lo <= r[f"{k}_images_per_s"] <= hi
+            assert r[f"{k}_vs_p4"] == pytest.approx(r[f"{k}_images_per_s"] / rows[0][f"{k}_images_per_s"], abs=0.01)
+    for k in ("train", "test"):  # fewer tokens, faster: by far more than the rounds' spread
+        assert rows[0][f"{k}_range"][1] < rows[1][f"{k}_range"][0] and rows[1][f"{k}_range"][1] < rows[2][f"{k}_range"][0]

@@ -23,7 +23,8 @@ EVALS = 20  # validations per run
 STOP_GAIN, STOP_WINDOW = 0.002, 0.25  # the stopping rule: < 0.2 points over the last quarter of the budget
 SHORT_EPOCHS = 6  # the shortened schedule of the position-embedding and patch-size studies
 SIZES = (1000, 5000, 20000, 55000)
-SCALES = (1, 2, 4, 8)  # the doubling check's budgets, in units of the base budget above
+SCALES = (1, 2, 4, 8)
+VIT_B16_SHAPE = (197, 768, 3072)  # ViT-B/16 at 224 × 224: tokens, width D, MLP width (the ViT paper, Table 1)  # the doubling check's budgets, in units of the base budget above
 
 
 def _final_val(model: str, size: int, runs: list[dict]) -> dict[int, float]:
@@ -359,18 +360,50 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     return out
 
 
-def patch_table(ab: Ablation) -> dict[str, list]:
+def patch_cost(folder: Path | None = None) -> dict | None:
+    """assets/experiments/patch_cost.json (benchmarks/patch_cost.py: the three patch sizes timed in turns in one
+    run), or None if it was not measured. `folder` defaults to EXPERIMENTS as it is at the call."""
+    path = (EXPERIMENTS if folder is None else folder) / "patch_cost.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def attention_share(tokens: int, embed_dim: int, mlp_dim: int) -> float:
+    """The attention matrix's share of one encoder layer's multiply-adds: q kᵀ and A·v take 2·T²·D; the q, k, v
+    and output projections 4·T·D² and the MLP 2·T·D·M. So T / (T + 2D + M)."""
+    return tokens / (tokens + 2 * embed_dim + mlp_dim)
+
+
+def patch_table(ab: Ablation, cost: dict | None) -> dict[str, list]:
     """The patch-size study as table columns, smallest patch first, keyed by column id: "P", "T" (tokens),
-    "acc" (mean test accuracy and the number of seeds), "train" and "test" (images per second on one CPU
-    thread, mean over the runs)."""
+    "acc" (mean test accuracy and the number of seeds, "—" while training), "train" and "test" (images per
+    second on one CPU thread from `cost`, the side-by-side benchmark, and the speed-up over P = 4)."""
+    speeds = {row["patch_size"]: row for row in (cost or {}).get("rows", [])}
+    tokens = {**{r["patch_size"]: r["tokens"] for r in ab.runs}, **{P: row["tokens"] for P, row in speeds.items()}}
     table = {"P": [], "T": [], "acc": [], "train": [], "test": []}
-    for P, cell in sorted(ab.cells.items()):
-        mine = [r for r in ab.runs if r["patch_size"] == P]
-        speed = lambda k: f"{sum(r[k] for r in mine) / len(mine):,.0f}"  # noqa: E731
-        for key, value in (("P", P), ("T", mine[0]["tokens"]), ("acc", f"{cell.mean:.2%} ({len(cell.seeds)})"),
-                           ("train", speed("train_images_per_s")), ("test", speed("test_images_per_s"))):
+    for P in sorted(set(ab.cells) | set(speeds)):
+        cell, row = ab.cells.get(P), speeds.get(P)
+        speed = lambda k: f"{row[k + '_images_per_s']:,.0f} ({row[k + '_vs_p4']:.1f}×)" if row else "—"  # noqa: E731
+        for key, value in (("P", P), ("T", tokens[P]), ("acc", f"{cell.mean:.2%} ({len(cell.seeds)})" if cell else "—"),
+                           ("train", speed("train")), ("test", speed("test"))):
             table[key].append(value)
     return table
+
+
+def patch_cost_sentences(cost: dict | None, lang: str) -> list[str]:
+    """Where the patch-size table's numbers come from and what the side-by-side timing shows: each bigger
+    patch's speed-up next to its drop in tokens, and why the speed-up follows T more than T² in this narrow
+    model (the attention matrix's share of the work)."""
+    t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
+    if cost is None:
+        return [t("step1.study.caption_no_cost")]
+    rows = sorted(cost["rows"], key=lambda r: r["patch_size"])
+    base, m = rows[0], cost["model"]
+    out = [t("step1.study.caption", date=cost["date"][:10], rounds=cost["rounds"])]
+    out += [t("step1.cost.speedup", P=r["patch_size"], P0=base["patch_size"], fewer=base["tokens"] / r["tokens"],
+             train=r["train_vs_p4"], test=r["test_vs_p4"]) for r in rows[1:]]
+    out.append(t("step1.cost.why", D=m["embed_dim"], M=m["mlp_dim"], T=base["tokens"], P=base["patch_size"],
+                 share=attention_share(base["tokens"], m["embed_dim"], m["mlp_dim"]), b16=attention_share(*VIT_B16_SHAPE)))
+    return out
 
 
 def variant_table(ab: Ablation, variants: list) -> dict[str, list]:
@@ -405,5 +438,5 @@ def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:
 
 
 __all__ = ["compare_data_efficiency", "position_sentences", "Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
-           "de_verdict", "budget_checks", "budget_table", "chosen_scale", "de_table", "job_label", "needed_scale",
+           "de_verdict", "budget_checks", "patch_cost", "patch_cost_sentences", "attention_share", "patch_table", "budget_table", "chosen_scale", "de_table", "job_label", "needed_scale",
            "read_study", "window_gain", "BudgetTable", "DeTable"]
