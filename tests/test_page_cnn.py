@@ -168,10 +168,65 @@ def test_de_table_and_budget_table_are_the_studys_columns(tmp_path):
     assert [r["size"] for r in tb.rows] == tb.sizes and tb.rows[0]["leader"] == "cnn"
     assert tb.gap_sizes == [1000, 5000, 55000]  # per seed: 0.80 − 0.70 and 0.81 − 0.72
     assert (tb.gap_mean[0], tb.gap_lo[0], tb.gap_hi[0]) == pytest.approx((9.5, 9.0, 10.0))
-    bt = claims.budget_table(de)  # ViT first, then the CNN; the full training set has no check
-    assert (bt.models, bt.sizes) == (["vit", "vit", "cnn", "cnn"], [1000, 5000, 1000, 5000])
-    assert bt.accuracy == {1: [0.70, 0.8, 0.80, 0.85], 2: [0.70, 0.8, 0.80, None]}
-    assert bt.chosen == [1, 1, 1, None]  # doubling gained nothing; the CNN at 5,000 is still being checked
+    bt = claims.budget_table(de)  # ViT first, then the CNN; at the full training set 1× is the card
+    assert (bt.models, bt.sizes) == (["vit"] * 3 + ["cnn"] * 3, [1000, 5000, 55000] * 2)
+    card_val = {m: cards[m]["history"][-1]["val_accuracy"] for m in claims.MODELS}
+    assert bt.accuracy == {1: [0.70, 0.8, card_val["vit"], 0.80, 0.85, card_val["cnn"]],
+                           2: [0.70, 0.8, None, 0.80, None, None]}
+    assert bt.chosen == [1, 1, None, 1, None, None]  # doubling gained nothing; the CNN at 5,000 and 55,000: checking
+
+
+def test_the_full_set_is_checked_at_2x_and_the_cards_reproduction_is_judged_by_the_seed_spread(tmp_path):
+    cards = {m: claims.card_run(m) for m in claims.MODELS}
+    vit_card, cnn_card = cards["vit"]["test_accuracy"], cards["cnn"]["test_accuracy"]
+
+    def run(m, seed, scale, test, val):
+        return {"job": f"de-{m}-55000-s{seed}" + (f"-x{scale}" if scale > 1 else ""), "model": m, "train_size": 55000,
+                "seed": seed, "scale": scale, "test_accuracy": test, "final_val_accuracy": val, "cpu_time_s": 60.0}
+    runs = _runs({("vit", 1000): [0.70, 0.72, 0.705], ("cnn", 1000): [0.80, 0.81, 0.8]}) + [
+        run("vit", 0, 2, 0.92, cards["vit"]["final_val_accuracy"] + 0.005),  # 2× pays: the ViT's point moves to 2×
+        run("vit", 1, 2, 0.925, 0.0), run("vit", 1, 1, vit_card - 0.019, 0.0),  # the card again: 1.9 points off
+        run("cnn", 0, 2, 0.5, cards["cnn"]["final_val_accuracy"] + 0.001),  # 2× gains 0.1: the card's budget stands
+        run("cnn", 1, 1, cnn_card + 0.004, 0.0)]
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs, "planned": [r["job"] for r in runs]}))
+    de = claims.data_efficiency(tmp_path)
+    assert de.chosen[("vit", 55000)] == 2 and de.chosen[("cnn", 55000)] == 1
+    assert de.cells["vit"][55000].accuracies == (0.92, 0.925)  # the 2× runs, not the card
+    assert de.cells["cnn"][55000].accuracies == (cnn_card, cnn_card + 0.004)  # the card and its re-run
+    assert de.reruns == {"vit": [vit_card - 0.019], "cnn": [cnn_card + 0.004]}
+    assert de.seed_spread("vit") == pytest.approx(0.02) and de.seed_spread("cnn") == pytest.approx(0.01)
+    assert de.card_agrees("vit") is True and de.card_agrees("cnn") is True  # 1.9 ≤ 2 points; 0.4 ≤ 1 point
+    said = claims.de_rules(de, "en")
+    assert translate("cnn.de.rule.card", "en", model="ViT", full=55000, card=vit_card, reruns=f"{vit_card - 0.019:.2%}",
+                     pts=1.9) + " " + translate("cnn.de.rule.card_in", "en", spread=2.0) in said
+    assert any(line.startswith(translate("cnn.de.rule.full", "en", full=55000, vit=0, cnn=0, most=2, hours=0)[:60])
+               for line in said)
+
+    runs[-1]["test_accuracy"] = cnn_card + 0.011  # more than the CNN's seeds ever differed: said so
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs, "planned": []}))
+    de = claims.data_efficiency(tmp_path)
+    assert de.card_agrees("cnn") is False
+    assert any(translate("cnn.de.rule.card_out", "zh", spread=1.0) in line for line in claims.de_rules(de, "zh"))
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs[-5:], "planned": []}))  # no second seed
+    assert claims.data_efficiency(tmp_path).card_agrees("vit") is None
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_verdict_names_the_trend_and_every_step_against_it(lang):
+    def rows(gaps):  # CNN − ViT in points at 1k, 5k, 20k, 55k; the ViT at 0.8 everywhere
+        return [{"size": n, "a": 0.8, "b": 0.8 + g / 100, "diff": -g / 100, "leader": "cnn" if g > 0 else "vit",
+                 "seeds": 3, "clear": True} for n, g in zip((1000, 5000, 20000, 55000), gaps)]
+    t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
+    said = claims.de_verdict(rows([5.7, 3.2, 1.5, 2.3]), lang)
+    assert said[0].startswith(t("cnn.de.pattern.all", model="CNN", n=4))
+    assert said[-1].startswith(t("cnn.de.support.yes", n=1000))
+    assert t("cnn.de.trend.to_vit") in said[-1] and t("cnn.de.back.to_vit", a=20000, b=55000) in said[-1]
+    assert t("cnn.de.back.to_vit", a=1000, b=5000) not in said[-1]
+    steady = claims.de_verdict(rows([5.7, 3.2, 1.5, 1.45]), lang)[-1]  # 0.05 points back: within rounding, not said
+    assert t("cnn.de.trend.to_vit") in steady and "20,000" not in steady
+    other = claims.de_verdict(rows([-1.0, 2.0, 1.0, 3.0]), lang)
+    assert other[0].startswith(t("cnn.de.pattern.cross", first="ViT", last="CNN", n1=1000, n2=5000))
+    assert t("cnn.de.trend.to_cnn") in other[-1] and t("cnn.de.back.to_cnn", a=5000, b=20000) in other[-1]
 
 
 def test_the_formulas_carry_the_live_numbers():

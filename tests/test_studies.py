@@ -89,8 +89,10 @@ def test_the_plan_checks_each_budget_by_doubling_then_adds_the_seeds():
     assert len(names) == len(set(names))
     de = [j for j in first if j.study == "data_efficiency"]
     cells = {(m, n) for m in ("vit", "cnn") for n in (1000, 5000, 20000)}
-    assert {(j.model, j.train_size, j.scale) for j in de if j.seed == 0} == {c + (s,) for c in cells for s in (1, 2)}
-    assert {(j.model, j.seed) for j in de if j.train_size == 55000} == {("vit", 1), ("cnn", 1)}  # seed 0: the cards
+    assert {(j.model, j.train_size, j.scale) for j in de if j.seed == 0} == {c + (s,) for c in cells for s in (1, 2)} | {
+        ("vit", 55000, 2), ("cnn", 55000, 2)}  # seed 0 at 55,000 and 1×: the cards
+    assert {(j.model, j.seed, j.scale) for j in de if j.train_size == 55000} == {
+        ("vit", 0, 2), ("cnn", 0, 2), ("vit", 1, 1), ("cnn", 1, 1)}  # seed 1 at the card's budget: reproduce it
     assert not [j for j in de if j.train_size < 55000 and j.seed > 0]  # no budget known yet
 
     # ViT 1,000: doubling gained 0.1 points -> the base budget; CNN 1,000: +1 point, then +0.1 -> 2×
@@ -106,6 +108,16 @@ def test_the_plan_checks_each_budget_by_doubling_then_adds_the_seeds():
                                                           for j in studies.plan(runs=runs)}
     grows = [_done("vit", 5000, s, 0.5 + 0.1 * i) for i, s in enumerate(claims.SCALES)]  # never settles
     assert claims.chosen_scale("vit", 5000, grows) == claims.SCALES[-1]  # the cap
+
+    # 55,000 images: 1× is the card; 2× is the cap there. The ViT gains 0.5 points at 2× -> seed 1 also at 2×;
+    # the CNN gains 0.1 -> the card's budget stands
+    card = {m: claims.card_run(m)["final_val_accuracy"] for m in claims.MODELS}
+    full = [_done("vit", 55000, 2, card["vit"] + 0.005), _done("cnn", 55000, 2, card["cnn"] + 0.001)]
+    later = {(j.model, j.seed, j.scale) for j in studies.plan(runs=full) if j.name.startswith("de-") and j.train_size == 55000}
+    assert later == {("vit", 0, 2), ("cnn", 0, 2), ("vit", 1, 1), ("cnn", 1, 1), ("vit", 1, 2)}
+    assert claims.chosen_scale("vit", 55000, [claims.card_run("vit")] + full) == 2
+    assert claims.chosen_scale("cnn", 55000, [claims.card_run("cnn")] + full) == 1
+    assert claims.chosen_scale("vit", 55000, full) is None  # without the card there is no 1× to compare with
 
     pos = [(j.pos, j.seed) for j in first if j.study == "position_embeddings"]
     assert sorted(pos) == sorted((k, s) for k in ("learned", "none", "sincos2d") for s in (0, 1))

@@ -23,8 +23,9 @@ EVALS = 20  # validations per run
 STOP_GAIN, STOP_WINDOW = 0.002, 0.25  # the stopping rule: < 0.2 points over the last quarter of the budget
 SHORT_EPOCHS = 6  # the shortened schedule of the position-embedding and patch-size studies
 SIZES = (1000, 5000, 20000, 55000)
-SCALES = (1, 2, 4, 8)
-VIT_B16_SHAPE = (197, 768, 3072)  # ViT-B/16 at 224 × 224: tokens, width D, MLP width (the ViT paper, Table 1)  # the doubling check's budgets, in units of the base budget above
+SCALES = (1, 2, 4, 8)  # the doubling check's budgets, in units of the base budget above
+FULL_SCALES = (1, 2)  # at the full training set the check stops at 2× (a 4× ViT run there: about 5 CPU-hours)
+VIT_B16_SHAPE = (197, 768, 3072)  # ViT-B/16 at 224 × 224: tokens, width D, MLP width (the ViT paper, Table 1)
 
 
 def _final_val(model: str, size: int, runs: list[dict]) -> dict[int, float]:
@@ -33,11 +34,17 @@ def _final_val(model: str, size: int, runs: list[dict]) -> dict[int, float]:
             if (r["model"], r["train_size"], r["seed"]) == (model, size, 0) and "final_val_accuracy" in r}
 
 
+def scales(size: int) -> tuple[int, ...]:
+    """The budgets the doubling check may try at one training-set size."""
+    return FULL_SCALES if size >= SIZES[-1] else SCALES
+
+
 def needed_scale(model: str, size: int, runs: list[dict]) -> int:
     """The largest scale the doubling check has reached for one (model, size): doubling from `s` is still
-    needed while s and 2s are both done and 2s gained at least STOP_GAIN."""
+    needed while s and 2s are both done and 2s gained at least STOP_GAIN. At the full training set seed 0
+    at scale 1 is the embedded model: `runs` must hold its card (card_run)."""
     val, s = _final_val(model, size, runs), 1
-    while 2 * s in SCALES and s in val and 2 * s in val and val[2 * s] - val[s] >= STOP_GAIN:
+    while 2 * s in scales(size) and s in val and 2 * s in val and val[2 * s] - val[s] >= STOP_GAIN:
         s *= 2
     return s
 
@@ -46,7 +53,7 @@ def chosen_scale(model: str, size: int, runs: list[dict]) -> int | None:
     """The smallest budget whose doubling gained less than STOP_GAIN validation accuracy on seed 0 (the
     largest scale if none did); None while the check is still running."""
     val, s = _final_val(model, size, runs), needed_scale(model, size, runs)
-    if s == SCALES[-1]:
+    if s == scales(size)[-1]:
         return s
     return s if s in val and 2 * s in val else None
 MODELS = ("vit", "cnn")
@@ -73,7 +80,8 @@ def card_run(model: str, path: Path | None = None) -> dict:
     gain = window_gain(card["history"], card["steps"], card["steps"])
     return {"job": f"de-{model}-{card['train_size']}-s{card['seed']}", "model": model,
             "train_size": card["train_size"], "seed": card["seed"], "steps": card["steps"],
-            "budget_steps": card["steps"], "epochs": card["epochs"], "stopped_early": False,
+            "budget_steps": card["steps"], "epochs": card["epochs"], "stopped_early": False, "scale": 1,
+            "final_val_accuracy": card["history"][-1]["val_accuracy"],
             "last_window_gain": round(gain, 4), "converged": gain < STOP_GAIN,
             "test_accuracy": card["test_accuracy"], "cpu_time_s": card["cpu_time_s"],
             "wall_time_s": card["wall_time_s"], "source": "card", "command": card["command"]}
@@ -127,11 +135,39 @@ class DataEfficiency:
     rules: dict
     checks: dict[tuple[str, int], dict[int, float]]  # (model, size) -> {budget scale: seed 0's final val accuracy}
     chosen: dict[tuple[str, int], int | None]  # (model, size) -> the budget scale found (None: still checking)
-    done: list[str]  # every finished job, budget checks included
+    every: list[dict]  # every run: the two cards, then every finished job, budget checks included
+
+    @property
+    def done(self) -> list[str]:
+        return [r["job"] for r in self.every if r.get("source") != "card"]
 
     @property
     def missing(self) -> list[str]:
         return [j for j in self.planned if j not in self.done]
+
+    @property
+    def cards(self) -> dict[str, float]:
+        """model -> the embedded model's test accuracy (seed 0 at 55,000 images, 1×)."""
+        return {r["model"]: r["test_accuracy"] for r in self.every if r.get("source") == "card"}
+
+    @property
+    def reruns(self) -> dict[str, list[float]]:
+        """model -> test accuracy of the other seeds trained at 55,000 images with the card's budget."""
+        return {m: [r["test_accuracy"] for r in self.every if (r["model"], r["train_size"], r.get("scale", 1), r["seed"] > 0)
+                    == (m, SIZES[-1], 1, True)] for m in MODELS}
+
+    def seed_spread(self, model: str) -> float | None:
+        """The widest seed-to-seed range (highest − lowest test accuracy) of `model` at any size below 55,000 with
+        two or more seeds: how far apart two runs that differ only in their seed were seen to land."""
+        ranges = [c.hi - c.lo for n, c in self.cells[model].items() if n < SIZES[-1] and len(c.seeds) > 1]
+        return max(ranges) if ranges else None
+
+    def card_agrees(self, model: str) -> bool | None:
+        """Whether every re-run of the card's budget lands within seed_spread of the card (None: not known yet)."""
+        spread = self.seed_spread(model)
+        if spread is None or not self.reruns[model]:
+            return None
+        return all(abs(a - self.cards[model]) <= spread + 1e-9 for a in self.reruns[model])
 
     def summary(self) -> dict:
         """{model: {size: {"accuracies", "seeds", "mean", "min", "max"}}}: analysis.compare_data_efficiency's input."""
@@ -161,27 +197,25 @@ def data_efficiency(folder: Path = EXPERIMENTS, cards: dict[str, Path] | None = 
     running, seed 0 at the largest budget finished so far stands in.
     """
     saved = read_study("data_efficiency", folder)
-    every = saved["runs"]
-    cells_todo = sorted({(r["model"], r["train_size"]) for r in every if r["train_size"] < SIZES[-1]})
+    every = [card_run(m, (cards or {}).get(m)) for m in MODELS] + saved["runs"]  # the cards: seed 0 at 55,000, 1×
+    cells_todo = sorted({(r["model"], r["train_size"]) for r in every})
     checks = {c: _final_val(*c, every) for c in cells_todo}
     chosen = {c: chosen_scale(*c, every) for c in cells_todo}
 
     def shown(r: dict) -> bool:  # the cell's runs at its chosen budget; seed 0 at the largest one while checking
         cell = (r["model"], r["train_size"])
-        if cell not in chosen:  # the full training set: one budget, no check
-            return True
         if chosen[cell]:
             return r.get("scale", 1) == chosen[cell]
         return r["seed"] == 0 and r.get("scale", 1) == max(checks[cell] or [1])
 
-    runs = [card_run(m, (cards or {}).get(m)) for m in MODELS] + [r for r in every if shown(r)]
+    runs = [r for r in every if shown(r)]
     cells = cells_of(runs)
     gaps = []
     for size in sorted(set(cells["vit"]) & set(cells["cnn"])):
         vit, cnn = (dict(zip(cells[m][size].seeds, cells[m][size].accuracies)) for m in ("vit", "cnn"))
         gaps.append(Gap(size, tuple(cnn[s] - vit[s] for s in sorted(set(vit) & set(cnn)))))
     return DataEfficiency(runs, cells, [g for g in gaps if g.gaps], saved.get("planned", []), saved.get("rules", {}),
-                          checks, chosen, [r["job"] for r in every])
+                          checks, chosen, every)
 
 
 @dataclass(frozen=True)
@@ -275,7 +309,11 @@ def de_verdict(rows: list[dict], lang: str) -> list[str]:
         out.append(t("cnn.de.gap", g0=g0, g1=g1, n0=rows[0]["size"], n1=rows[-1]["size"]))
         small = "yes" if rows[0]["leader"] == "cnn" else "no"
         trend = "to_vit" if g1 < g0 - 0.1 else "to_cnn" if g1 > g0 + 0.1 else "flat"  # the claim expects "to_vit"
-        out.append(_join(lang, t(f"cnn.de.support.{small}", n=rows[0]["size"]), t(f"cnn.de.trend.{trend}")))
+        gaps = [-100 * r["diff"] for r in rows]
+        back = [(rows[i - 1]["size"], rows[i]["size"]) for i in range(1, len(rows))  # steps against the trend
+                if trend != "flat" and (gaps[i] - gaps[i - 1]) * (g1 - g0) < 0 and abs(gaps[i] - gaps[i - 1]) > 0.1]
+        out.append(_join(lang, t(f"cnn.de.support.{small}", n=rows[0]["size"]), t(f"cnn.de.trend.{trend}"),
+                         *[t(f"cnn.de.back.{trend}", a=a, b=b) for a, b in back]))
     return out
 
 
@@ -341,19 +379,30 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     batch, full = vit["batch_size"], SIZES[-1]
     out = [t("cnn.de.rule.data", val=VAL_SIZE, full=full),
            t("cnn.de.rule.budget", vit_epochs=EPOCHS["vit"], cnn_epochs=EPOCHS["cnn"], min_steps=MIN_STEPS, batch=batch,
-             passes=MIN_STEPS * batch / SIZES[0], smallest=SIZES[0], gain=100 * STOP_GAIN, most=SCALES[-1]),
+             passes=MIN_STEPS * batch / SIZES[0], smallest=SIZES[0], gain=100 * STOP_GAIN, most=SCALES[-1],
+             most_full=FULL_SCALES[-1], full=full),
            t("cnn.de.rule.stopping", evals=EVALS, window=STOP_WINDOW, gain=100 * STOP_GAIN),
            t("cnn.de.rule.optim", lr=vit["lr"], wd=vit["weight_decay"], warmup=vit["warmup_frac"],
              ls=vit["label_smoothing"], pad=vit["crop_pad"], vit=vit["parameters"], cnn=cnn["parameters"])]
     stopped = [r for r in runs if r.get("stopped_early")]
     out.append(t("cnn.de.rule.checked", n=sum(1 for c in de.chosen.values() if c), total=len(de.chosen),
                  early=len(stopped)))
-    cards = [r for r in runs if r.get("source") == "card"]
-    out.append(t("cnn.de.rule.full", full=full, vit=100 * cards[0]["last_window_gain"], cnn=100 * cards[1]["last_window_gain"],
-                 hours=cards[0]["cpu_time_s"] / 3600))
+    cards = {r["model"]: r for r in de.every if r.get("source") == "card"}
+    out.append(t("cnn.de.rule.full", full=full, vit=100 * cards["vit"]["last_window_gain"],
+                 cnn=100 * cards["cnn"]["last_window_gain"], most=FULL_SCALES[-1],
+                 hours=2 * FULL_SCALES[-1] * cards["vit"]["cpu_time_s"] / 3600))
+    for m in MODELS:
+        if de.reruns[m]:
+            agrees = de.card_agrees(m)
+            out.append(_join(lang, t("cnn.de.rule.card", model=t(f"cnn.model.{m}"), full=full, card=de.cards[m],
+                                     reruns=", ".join(f"{a:.2%}" for a in de.reruns[m]),
+                                     pts=100 * max(abs(a - de.cards[m]) for a in de.reruns[m])),
+                             t("cnn.de.rule.card_" + {True: "in", False: "out", None: "unknown"}[agrees],
+                               spread=100 * (de.seed_spread(m) or 0))))
     seeds = sorted({r["seed"] for r in runs})
     out.append(t("cnn.de.rule.seeds", seeds=", ".join(map(str, seeds)), n=len(runs),
-                 cpu=sum(r["cpu_time_s"] for r in runs) / 3600, full=full))
+                 cpu=sum(r["cpu_time_s"] for r in runs) / 3600, every=len(de.every),
+                 all=sum(r["cpu_time_s"] for r in de.every) / 3600, full=full))
     if de.missing:
         out.append(t("cnn.de.rule.missing", done=len(de.planned) - len(de.missing), planned=len(de.planned),
                      left=", ".join(job_label(j, lang) for j in de.missing)))

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 from vit_core import train
-from vit_core.claims import (EPOCHS, EVALS, MIN_STEPS, SCALES, SHORT_EPOCHS, SIZES, STOP_GAIN, STOP_WINDOW, VAL_SEED,
-                             VAL_SIZE, chosen_scale, needed_scale, read_study, window_gain)
+from vit_core.claims import (EPOCHS, EVALS, MIN_STEPS, MODELS, SHORT_EPOCHS, SIZES, STOP_GAIN, STOP_WINDOW, VAL_SEED,
+                             VAL_SIZE, card_run, chosen_scale, needed_scale, read_study, scales, window_gain)
 from vit_core.data import load_fashion_mnist, split_train_val, stratified_subset
 from vit_core.model import ViT, count_parameters
 
@@ -82,11 +82,13 @@ def plan(runs: list[dict] | None = None) -> list[Job]:
 
     The data-efficiency budget is found per (model, size) on seed 0 by doubling (claims.chosen_scale): the
     runs at scale 1 and 2 always, 4 and 8 only if the last doubling still gained; seeds 1 and 2 join at
-    the chosen scale once it is known, so the plan grows as results come in (`runs`: those on file).
+    the chosen scale once it is known, so the plan grows as results come in (`runs`: those on file). At the
+    full training set seed 0 at scale 1 is the embedded model (its card), the check stops at 2×, and
+    seed 1 also runs at scale 1 to reproduce the card.
     """
-    runs = read_study("data_efficiency")["runs"] if runs is None else runs
+    runs = [card_run(m) for m in MODELS] + (read_study("data_efficiency")["runs"] if runs is None else runs)
     full, small = SIZES[-1], SIZES[:-1]
-    cells = [(m, n) for m in ("vit", "cnn") for n in small]
+    cells = [(m, n) for m in MODELS for n in small]
 
     def de(model, size, seed, scale=1):
         return Job("data_efficiency", f"de-{model}-{size}-s{seed}" + (f"-x{scale}" if scale > 1 else ""), model, size,
@@ -99,14 +101,16 @@ def plan(runs: list[dict] | None = None) -> list[Job]:
         return Job("patch_size", f"patch-{p}-s{seed}", "vit", full, seed, SHORT_EPOCHS, patch=p,
                    config={"patch_size": p})
 
-    chosen = {c: chosen_scale(*c, runs) for c in cells}
-    checks = {c: [s for s in SCALES if s <= 2 or s <= 2 * needed_scale(*c, runs)] for c in cells}
+    chosen = {c: chosen_scale(*c, runs) for c in cells + [(m, full) for m in MODELS]}
+    checks = {c: [s for s in scales(c[1]) if s <= 2 or s <= 2 * needed_scale(*c, runs)] for c in cells}
     jobs = [de(m, n, 0) for m, n in cells] + [pos(k, 0) for k in ("learned", "none", "sincos2d")]
     jobs += [de(m, n, 0, 2) for m, n in cells]
     jobs += [de(m, n, 0, s) for m, n in cells for s in checks[(m, n)] if s > 2]
+    jobs += [de(m, full, 0, 2) for m in MODELS]  # seed 0 at 1×: the embedded model
     jobs += [de(m, n, 1, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
     jobs += [pos(k, 1) for k in ("learned", "none", "sincos2d")]
-    jobs += [de(m, full, 1) for m in ("vit", "cnn")]  # seed 0 at 55k: the embedded models
+    jobs += [de(m, full, 1) for m in MODELS]  # the card's budget again, with seed 1: is the card reproduced?
+    jobs += [de(m, full, 1, 2) for m in MODELS if chosen[(m, full)] == 2]
     jobs += [de(m, n, 2, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
     jobs += [patch(p, 0) for p in (7, 14)]  # P = 4 at seed 0: pos-learned-s0
     return jobs
@@ -318,12 +322,20 @@ def cpu_minutes_left(out: Path = OUT) -> float:
 
 
 def unplanned_seeds(out: Path = OUT) -> list[Job]:
-    """Seeds 1 and 2 of each (model, size) whose budget is still being checked: not in the plan yet, since
-    their budget is not known. Listed at the largest budget the check has reached, so at least this much."""
+    """Seeds 1 and 2 of each (model, size) below the full set whose budget is still being checked: not in the
+    plan yet, since their budget is not known. Listed at the largest budget the check has reached, so at least
+    this much."""
     runs = read_study("data_efficiency", out)["runs"]
-    return [Job("data_efficiency", f"de-{m}-{n}-s{seed}-x{s}", m, n, seed, scale=s) for m in ("vit", "cnn")
+    return [Job("data_efficiency", f"de-{m}-{n}-s{seed}-x{s}", m, n, seed, scale=s) for m in MODELS
             for n in SIZES[:-1] if chosen_scale(m, n, runs) is None
             for s in [2 * needed_scale(m, n, runs)] for seed in (1, 2)]
+
+
+def maybe_full_seeds(out: Path = OUT) -> list[Job]:
+    """Seed 1 at 2× on the full set, for each model whose 2× check there has not finished: planned only if 2× pays."""
+    runs = [card_run(m) for m in MODELS] + read_study("data_efficiency", out)["runs"]
+    return [Job("data_efficiency", f"de-{m}-{SIZES[-1]}-s1-x2", m, SIZES[-1], 1, scale=2) for m in MODELS
+            if chosen_scale(m, SIZES[-1], runs) is None]
 
 
 def run(args) -> None:
@@ -360,10 +372,11 @@ def status() -> None:
             f"at step {torch.load(ckpt, weights_only=True)['step']}/{job.steps()}" if ckpt.exists() else "to do")
         print(f"{job.name:24s} {state}")
     runs = [r for s in STUDIES for r in read_study(s)["runs"]]
-    later = unplanned_seeds()
+    later, maybe = unplanned_seeds(), maybe_full_seeds()
     print(f"# {len(done)}/{len(plan())} done, {sum(r['cpu_time_s'] for r in runs) / 3600:.2f} CPU-hours so far, "
           f"≈ {cpu_minutes_left() / 60:.1f} CPU-hours left in the plan; then {len(later)} seed runs whose budget is "
-          f"still being checked: at least {_minutes(later, OUT) / 60:.1f} CPU-hours more")
+          f"still being checked: at least {_minutes(later, OUT) / 60:.1f} CPU-hours more; and if 2× pays at "
+          f"{SIZES[-1]:,} images, {len(maybe)} runs of seed 1 at 2×: {_minutes(maybe, OUT) / 60:.1f} CPU-hours more")
 
 
 def main(argv: list[str] | None = None):
