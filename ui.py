@@ -1361,6 +1361,20 @@ def erf_reach(lv: Live, cnn_id: str | None, cnn_card, layer: int, patch: tuple[i
     return analysis.erf_reach(plan, maps, cnn)
 
 
+def de_figures(de: claims.DataEfficiency, tb: claims.DeTable, vit: str, cnn: str) -> None:
+    """The data-efficiency study's three figures: accuracy by size (every seed, the mean and its range), the
+    CNN − ViT gap by size, and the CPU time of a run by size."""
+    names = {"vit": vit, "cnn": cnn, "seed": t("cnn.de.hover.seed"), "mean": t("cnn.de.hover.mean")}
+    axes, vz = {"x_title": t("cnn.de.x")}, shared.reach
+    plot(vz.data_efficiency(de.runs, de.summary(), names=names, title=t("cnn.de.title"), y_title=t("cnn.de.y"), **axes),
+         key="cnn.de.fig")
+    plot(vz.gap_by_size(tb.gap_sizes, tb.gap_mean, tb.gap_lo, tb.gap_hi, title=t("cnn.de.gap_title"),
+                        y_title=t("cnn.de.gap_y"), hover=t("cnn.de.hover.gap"), **axes), key="cnn.de.gap")
+    cpu = {label: [c.cpu_s for c in tb.cells[m]] for m, label in (("vit", vit), ("cnn", cnn))}
+    plot(vz.compute_by_size(tb.sizes, cpu, title=t("cnn.de.cpu_title"), y_title=t("cnn.de.cpu_y"),
+                            hover=t("cnn.de.hover.cpu"), **axes), key="cnn.de.cpu")
+
+
 def de_table(tb: claims.DeTable) -> None:
     """The data-efficiency results: per training-set size each model's mean test accuracy with its seeds' range,
     the CNN − ViT gap in points, the seeds and the CPU minutes of a run."""

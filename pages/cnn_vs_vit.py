@@ -99,12 +99,7 @@ ui.lead(t("cnn.de.header"), t("cnn.de.claim"))
 loaded = ui.data_efficiency()
 if loaded:
     de, tb = loaded
-    legend = {"vit": VIT, "cnn": CNN, "seed": t("cnn.de.hover.seed"), "mean": t("cnn.de.hover.mean")}
-    ui.plot(vz.data_efficiency(de.runs, de.summary(), names=legend, title=t("cnn.de.title"),
-                               x_title=t("cnn.de.x"), y_title=t("cnn.de.y")), key="cnn.de.fig")
-    ui.plot(vz.gap_by_size(tb.gap_sizes, tb.gap_mean, tb.gap_lo, tb.gap_hi, title=t("cnn.de.gap_title"),
-                           x_title=t("cnn.de.x"), y_title=t("cnn.de.gap_y"), hover=t("cnn.de.hover.gap")),
-            key="cnn.de.gap")
+    ui.de_figures(de, tb, VIT, CNN)
     ui.de_table(tb)
     said = claims.de_verdict(tb.rows, ui.lang())
     ui.bullets(said, header=t("cnn.de.ours"))

@@ -365,6 +365,12 @@ def test_the_measurement_sentence_follows_the_json(assets, monkeypatch, tmp_path
     gap = _figure(at, translate("cnn.de.gap_title", "en"))["data"][0]  # CNN − ViT by size, in points
     cards = {m: json.loads(claims.CARDS[m].read_text())["extra"]["test_accuracy"] for m in claims.MODELS}
     np.testing.assert_allclose(plotly_array(gap["y"]), [15, 8, 3, 100 * (cards["cnn"] - cards["vit"])], atol=1e-6)
+    cpu = _figure(at, translate("cnn.de.cpu_title", "en"))  # CPU minutes of a run: 120 s below 55,000; the cards'
+    card_minutes = {m: json.loads(claims.CARDS[m].read_text())["extra"]["cpu_time_s"] / 60 for m in claims.MODELS}
+    assert [d["name"] for d in cpu["data"]] == ["ViT", "CNN"] and cpu["layout"]["yaxis"]["type"] == "log"
+    for d, m in zip(cpu["data"], claims.MODELS):
+        np.testing.assert_allclose(plotly_array(d["y"]), [2, 2, 2, card_minutes[m]])
+        assert list(d["x"]) == [1000, 5000, 20000, 55000]
     at.session_state["cnn.de_dir"] = vit_wins
     at.run()
     second = ours()

@@ -176,6 +176,24 @@ def gap_by_size(sizes: list[int], mean: list[float], lo: list[float], hi: list[f
     return style(fig, title=title, height=height)
 
 
+def compute_by_size(sizes: list[int], cpu_s: dict[str, list[tuple[float, ...]]], *, title: str, x_title: str,
+                    y_title: str, hover: str, height: int = 340) -> go.Figure:
+    """CPU minutes of one training run per training-set size (log-log), a line per model: `cpu_s` maps a model's
+    label to its runs' CPU seconds at each size; the mean over its seeds, bars from the cheapest to the dearest."""
+    fig = go.Figure()
+    for i, (label, row) in enumerate(cpu_s.items()):
+        minutes = [[s / 60 for s in runs] for runs in row]
+        mean = [sum(m) / len(m) for m in minutes]
+        fig.add_trace(go.Scatter(x=sizes, y=mean, mode="lines+markers", name=label, line=dict(color=PALETTE[i], width=2),
+                                 marker=dict(size=8), hovertemplate=f"{label} · {hover}<extra></extra>",
+                                 error_y=dict(type="data", symmetric=False, width=6,
+                                              array=[max(m) - a for m, a in zip(minutes, mean)],
+                                              arrayminus=[a - min(m) for m, a in zip(minutes, mean)])))
+    fig.update_xaxes(title=x_title, type="log", tickvals=sizes, tickformat=",")
+    fig.update_yaxes(title=y_title, type="log", dtick="D2")  # minor labels at 2 and 5 only
+    return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.3))
+
+
 # ----------------------------------------------------------------------------- the formulas beside the figures (LaTeX)
 
 X = r"\times"
