@@ -187,7 +187,7 @@ def ranges(labels: list[str], mean, lo, hi, *, title: str | None = None, x_title
                                text=[text_format.format(v) for v in mean], textposition="top center",
                                error_x=dict(type="data", symmetric=False, array=hi - mean, arrayminus=mean - lo, width=8),
                                hovertemplate="%{y} · %{x:.4f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(range=[len(labels) - 0.5, -0.8])  # the first label at the top, room above it for its number
     pad = max(0.01, 0.25 * float(hi.max() - lo.min()))  # the dots' neighbourhood, not the axis from zero
     fig.update_xaxes(title=x_title, tickformat=tick_format, range=[float(lo.min()) - pad, float(hi.max()) + pad])
     return style(fig, title=title, height=height or 110 + 60 * len(labels))
