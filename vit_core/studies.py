@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from vit_core import train
-from vit_core.claims import (EPOCHS, EVALS, MIN_STEPS, MODELS, SHORT_EPOCHS, SIZES, STOP_GAIN, STOP_WINDOW, VAL_SEED,
+from vit_core.claims import (EPOCHS, EVALS, FULL_SCALES, MIN_STEPS, MODELS, SCALES, SHORT_EPOCHS, SIZES, STOP_GAIN, STOP_WINDOW, VAL_SEED,
                              VAL_SIZE, card_run, chosen_scale, needed_scale, read_study, scales, window_gain)
 from vit_core.data import load_fashion_mnist, split_train_val, stratified_subset
 from vit_core.model import ViT, count_parameters
@@ -275,6 +275,11 @@ def rules() -> dict:
             "budget": f"max(the embedded model's epochs (ViT {EPOCHS['vit']}, CNN {EPOCHS['cnn']}), {MIN_STEPS} steps) for "
                       f"the data-efficiency study; {SHORT_EPOCHS} epochs "
                       "on 55,000 images for the position-embedding and patch-size studies",
+            "doubling": f"the data-efficiency budget of each (model, size) is checked on seed 0 by doubling it while the "
+                        f"final validation accuracy gains at least {STOP_GAIN * 100:.1f} points, up to {SCALES[-1]}× below "
+                        f"{SIZES[-1]:,} images and {FULL_SCALES[-1]}× at {SIZES[-1]:,} (where seed 0 at 1× is the embedded "
+                        "model); the other seeds train with the budget found, and seed 1 also with the embedded "
+                        "model's budget at the full size, to check that its card is reproduced",
             "stopping": f"validated {EVALS} times per run; a data-efficiency run stops early once the last "
                         f"{STOP_WINDOW:.0%} of its budget gained less than {STOP_GAIN * 100:.1f} points of validation "
                         "accuracy (checked from half-way); 'converged' records whether its last "
