@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # In a Chinese figure (titles, axes, ticks, legends, hover texts, colour scales, labels) Latin letters may
 # only spell names, formulas and layer identifiers; anything else is English left on a Chinese page.
 NAMES = {"CLS", "DIST", "ViT", "CNN", "MLP", "ResNet", "VGG", "Fashion-MNIST", "DeiT", "ImageNet", "logit", "logits",
-         "softmax", "GELU"}
+         "softmax", "GELU", "CPU"}  # CPU: written so in Chinese too
 NOT_WORDS = re.compile(r"%\{[^{}]*\}|<[^<>]*>|\b[a-z]+\d[\w.]*|\w+_\w+")  # blanks, markup, layer2.3.conv3, E_pos
 WORD = re.compile(r"[A-Za-z][A-Za-z-]*[A-Za-z]{2}|\bpx\b")
 
