@@ -145,6 +145,11 @@ def test_the_status_counts_the_seeds_whose_budget_is_still_being_checked(tmp_pat
     assert studies._minutes([vit], tmp_path) == pytest.approx(vit.steps() * 128 / 100.0 / 60)
 
 
+def test_the_status_gives_each_running_job_its_eta_at_its_own_speed():
+    assert studies.eta_line({"step": 1500, "wall_s": 600.0}, 6000) == (
+        "at step 1500/6000 (25%), ≈ 30 min left at its speed so far")  # 4,500 steps at 2.5 steps a second
+
+
 def test_a_job_is_claimed_once_and_a_dead_workers_lock_is_taken_over(tmp_path):
     job = studies.plan()[0]
     lock = studies.claim(job, tmp_path)
@@ -232,3 +237,20 @@ def test_the_patch_cost_file_is_a_side_by_side_timing_of_the_embedded_vit():
             assert r[f"{k}_vs_p4"] == pytest.approx(r[f"{k}_images_per_s"] / rows[0][f"{k}_images_per_s"], abs=0.01)
     for k in ("train", "test"):  # fewer tokens, faster: by far more than the rounds' spread
         assert rows[0][f"{k}_range"][1] < rows[1][f"{k}_range"][0] and rows[1][f"{k}_range"][1] < rows[2][f"{k}_range"][0]
+
+
+def test_a_job_logs_each_validation_with_its_eta_and_resumes_from_its_checkpoint(tmp_path):
+    x, y = tiny_data(256)
+    data = studies.Data(x, y, x[:64], y[:64], x[:64], y[:64], mean=0.3, std=0.3)
+    job = studies.Job("position_embeddings", "test-pos-sincos2d", "vit", 256, 0, epochs=4, pos="sincos2d")  # 8 steps
+    said = []
+    record = studies.run_job(job, data, progress=False, work=tmp_path, log=lambda line, **_: said.append(line))
+    assert record["steps"] == record["budget_steps"] == 8 and len(record["history"]) == 8  # validated every step
+    assert record["position_embeddings"] == "sincos2d" and record["tokens"] == 50 and "weights" not in record
+    lines = [s for s in said if "validation" in s]
+    assert len(lines) == 8 and lines[-1].startswith("# test-pos-sincos2d: validation ")
+    assert "at step 8/8 (100%), ≈ 0 min left" in lines[-1]
+    assert (tmp_path / "test-pos-sincos2d.pt").exists()  # run() deletes it once the record is saved
+    again = studies.run_job(job, data, progress=False, work=tmp_path, log=lambda line, **_: said.append(line))
+    assert "# test-pos-sincos2d: resuming at step 8 of 8" in said
+    assert again["test_accuracy"] == record["test_accuracy"]  # nothing left to train: the same model

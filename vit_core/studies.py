@@ -1,7 +1,7 @@
 """The seeds' claims, measured on Fashion-MNIST: data efficiency to convergence, position embeddings, patch size.
 
     python -m vit_core.studies run --threads 1      # work through the plan; start it twice to use two cores
-    python -m vit_core.studies status               # what is done, what is left, CPU time so far
+    python -m vit_core.studies status               # what is done, what is left (running jobs: ETA), CPU time so far
 
 Every run is one job of the plan below, trained with the embedded models' recipe (vit_core.train:
 RECIPE, AdamW + warmup/cosine, label smoothing, crop + flip). A job saves a checkpoint after every
@@ -212,6 +212,7 @@ def run_job(job: Job, data: Data, *, progress: bool = True, work: Path = CHECKPO
         state = {**snapshot(), "history": history}
         torch.save(state, ckpt.with_suffix(".tmp"))
         ckpt.with_suffix(".tmp").replace(ckpt)  # a crash mid-write keeps the previous checkpoint
+        log(f"# {job.name}: validation {acc:.2%}, {eta_line(state, steps)}", flush=True)
         return rule and should_stop(history, step, steps)
 
     hyper = train.RECIPE
@@ -369,12 +370,20 @@ def run(args) -> None:
             lock.unlink(missing_ok=True)
 
 
+def eta_line(checkpoint: dict, steps: int) -> str:
+    """"at step 15000/37504 (40%), ≈ 72 min left": the ETA at the speed this run has had so far (at most; the
+    stopping rule may end it sooner)."""
+    step, wall = checkpoint["step"], checkpoint["wall_s"]
+    left = (steps - step) * wall / step / 60 if step else float("nan")
+    return f"at step {step}/{steps} ({step / steps:.0%}), ≈ {left:.0f} min left at its speed so far"
+
+
 def status() -> None:
     done = done_jobs()
     for job in plan():
         ckpt = CHECKPOINTS / f"{job.name}.pt"
-        state = "done" if job.name in done else (
-            f"at step {torch.load(ckpt, weights_only=True)['step']}/{job.steps()}" if ckpt.exists() else "to do")
+        state = "done" if job.name in done else eta_line(torch.load(ckpt, weights_only=True), job.steps()) if (
+            ckpt.exists()) else "to do"
         print(f"{job.name:24s} {state}")
     runs = [r for s in STUDIES for r in read_study(s)["runs"]]
     later, maybe = unplanned_seeds(), maybe_full_seeds()
