@@ -254,7 +254,8 @@ def patch_projection(model, trace) -> Projection:
     bias = proj.bias.detach().cpu().float() if proj.bias is not None else None
     diff = (linear_patch_embed(trace.pixels, weight, bias) - trace.patch_embeddings).abs().max().item()
     return Projection(weight=weight, bias=bias, E=weight.reshape(weight.shape[0], -1).T, diff=diff,
-                      tf32=proj.weight.is_cuda and torch.backends.cudnn.allow_tf32,
+                      tf32=proj.weight.is_cuda and torch.backends.cudnn.allow_tf32  # TF32: Ampere (8.x) and newer
+                      and torch.cuda.get_device_capability(proj.weight.device)[0] >= 8,
                       scale=float(trace.patch_embeddings.abs().max()))
 
 
