@@ -75,8 +75,8 @@ def main(argv=None) -> dict:
     print(f"{'P':>3} {'tokens':>6}  {'train img/s':>12} {'(min-max)':>15} {'x P=4':>6}  {'infer img/s':>12} "
           f"{'(min-max)':>15} {'x P=4':>6}")
     for P in PATCHES:
-        grid = 28 // P
-        row = {"patch_size": P, "tokens": grid * grid + 1}
+        (h, w), prefix = models[P].cfg.grid, models[P].cfg.num_prefix_tokens
+        row = {"patch_size": P, "tokens": h * w + prefix}
         for k in ("train", "test"):
             values = timings[P][k]
             row[f"{k}_images_per_s"] = round(statistics.median(values), 1)

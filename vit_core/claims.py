@@ -142,19 +142,24 @@ class DataEfficiency:
         return [r["job"] for r in self.every if r.get("source") != "card"]
 
     @property
+    def card_runs(self) -> dict[str, dict]:
+        """model -> the embedded model's card as a run record (card_run): seed 0 at 55,000 images, 1×."""
+        return {r["model"]: r for r in self.every if r.get("source") == "card"}
+
+    @property
     def missing(self) -> list[str]:
         return [j for j in self.planned if j not in self.done]
 
     @property
     def cards(self) -> dict[str, float]:
         """model -> the embedded model's test accuracy (seed 0 at 55,000 images, 1×)."""
-        return {r["model"]: r["test_accuracy"] for r in self.every if r.get("source") == "card"}
+        return {m: r["test_accuracy"] for m, r in self.card_runs.items()}
 
     @property
     def reruns(self) -> dict[str, list[float]]:
         """model -> test accuracy of the other seeds trained at 55,000 images with the card's budget."""
-        return {m: [r["test_accuracy"] for r in self.every if (r["model"], r["train_size"], r.get("scale", 1), r["seed"] > 0)
-                    == (m, SIZES[-1], 1, True)] for m in MODELS}
+        return {m: [r["test_accuracy"] for r in self.every if (r["model"], r["train_size"], r.get("scale", 1)) == (m, SIZES[-1], 1)
+                    and r["seed"] > 0] for m in MODELS}
 
     def seed_spread(self, model: str) -> float | None:
         """The widest seed-to-seed range (highest − lowest test accuracy) of `model` at any size below 55,000 with
@@ -387,7 +392,7 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     stopped = [r for r in runs if r.get("stopped_early")]
     out.append(t("cnn.de.rule.checked", n=sum(1 for c in de.chosen.values() if c), total=len(de.chosen),
                  early=len(stopped)))
-    cards = {r["model"]: r for r in de.every if r.get("source") == "card"}
+    cards = de.card_runs
     out.append(t("cnn.de.rule.full", full=full, vit=100 * cards["vit"]["last_window_gain"],
                  cnn=100 * cards["cnn"]["last_window_gain"], most=FULL_SCALES[-1],
                  hours=2 * FULL_SCALES[-1] * cards["vit"]["cpu_time_s"] / 3600))
