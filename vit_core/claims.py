@@ -284,9 +284,15 @@ def _join(lang: str, *sentences: str) -> str:
 
 def de_verdict(rows: list[dict], lang: str) -> list[str]:
     """What the data-efficiency runs show, as sentences: the pattern, each size, the gap, the claim.
-    `rows` are analysis.compare_data_efficiency's (a = ViT, b = CNN)."""
+    `rows` are analysis.compare_data_efficiency's (a = ViT, b = CNN). A row whose "settled" is False (de_table:
+    one model's budget check at that size is still running) is left out of the verdict, and that is said."""
     t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
     name = lambda key: t(f"cnn.model.{key}")  # noqa: E731
+    pending = [r["size"] for r in rows if r.get("settled") is False]
+    rows = [r for r in rows if r.get("settled") is not False]
+    held = [t("cnn.de.pending", sizes=", ".join(f"{n:,}" for n in pending))] if pending else []
+    if not rows:
+        return held
     leaders = [r["leader"] for r in rows]
     switch = [i for i in range(1, len(rows)) if leaders[i] != leaders[i - 1]]
     if all(x == leaders[0] for x in leaders) and leaders[0]:
@@ -319,7 +325,7 @@ def de_verdict(rows: list[dict], lang: str) -> list[str]:
                 if trend != "flat" and (gaps[i] - gaps[i - 1]) * (g1 - g0) < 0 and abs(gaps[i] - gaps[i - 1]) > 0.1]
         out.append(_join(lang, t(f"cnn.de.support.{small}", n=rows[0]["size"]), t(f"cnn.de.trend.{trend}"),
                          *[t(f"cnn.de.back.{trend}", a=a, b=b) for a, b in back]))
-    return out
+    return out + held
 
 
 def budget_checks(de: DataEfficiency) -> list[dict]:
@@ -353,7 +359,8 @@ class DeTable:
     """The data-efficiency results as table columns, one entry per training-set size both models ran (smallest
     first), and the CNN − ViT gap by size, in points, as the gap figure draws it (de.gaps)."""
 
-    rows: list[dict]  # compare_data_efficiency's (a = ViT, b = CNN): what de_verdict reads
+    rows: list[dict]  # compare_data_efficiency's (a = ViT, b = CNN) and "settled" (both budget checks done): what
+    #                   de_verdict reads
     sizes: list[int]
     cells: dict[str, list[Cell]]  # "vit", "cnn" -> the model's Cell at each size
     diff: list[float]  # CNN − ViT mean test accuracy, in points
@@ -367,7 +374,8 @@ class DeTable:
 
 def de_table(de: DataEfficiency) -> DeTable:
     """The table and the gap series of the data-efficiency study so far."""
-    rows = compare_data_efficiency(de.summary())
+    rows = [dict(r, settled=all(de.chosen.get((m, r["size"])) for m in MODELS))  # both budget checks done
+            for r in compare_data_efficiency(de.summary())]
     sizes, gaps = [r["size"] for r in rows], de.gaps
     return DeTable(rows=rows, sizes=sizes, cells={m: [de.cells[m][n] for n in sizes] for m in MODELS},
                    diff=[-100 * r["diff"] for r in rows], seeds=[r["seeds"] for r in rows],
