@@ -78,7 +78,8 @@ class Job:
 
 
 def plan(runs: list[dict] | None = None) -> list[Job]:
-    """Every job, most useful first: a whole first seed of each study before more seeds.
+    """Every job, most useful first: a whole first seed of each study, then the two short studies' remaining
+    runs (minutes each), then the data-efficiency seeds (hours at the largest budgets).
 
     The data-efficiency budget is found per (model, size) on seed 0 by doubling (claims.chosen_scale): the
     runs at scale 1 and 2 always, 4 and 8 only if the last doubling still gained; seeds 1 and 2 join at
@@ -107,12 +108,12 @@ def plan(runs: list[dict] | None = None) -> list[Job]:
     jobs += [de(m, n, 0, 2) for m, n in cells]
     jobs += [de(m, n, 0, s) for m, n in cells for s in checks[(m, n)] if s > 2]
     jobs += [de(m, full, 0, 2) for m in MODELS]  # seed 0 at 1×: the embedded model
+    jobs += [pos(k, 1) for k in ("learned", "none", "sincos2d")]  # minutes each: two whole studies done early
+    jobs += [patch(p, 0) for p in (7, 14)]  # P = 4 at seed 0: pos-learned-s0
     jobs += [de(m, n, 1, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
-    jobs += [pos(k, 1) for k in ("learned", "none", "sincos2d")]
     jobs += [de(m, full, 1) for m in MODELS]  # the card's budget again, with seed 1: is the card reproduced?
     jobs += [de(m, full, 1, 2) for m in MODELS if chosen[(m, full)] == 2]
     jobs += [de(m, n, 2, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
-    jobs += [patch(p, 0) for p in (7, 14)]  # P = 4 at seed 0: pos-learned-s0
     return jobs
 
 
