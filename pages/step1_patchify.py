@@ -75,6 +75,6 @@ if study.missing:
     st.caption(t("step1.study.missing", left=", ".join(j.split("-")[1] for j in study.missing)))
 if study.cells or cost:
     ui.table({t(f"step1.study.col.{k}"): v for k, v in claims.patch_table(study, cost).items()})
-    ui.bullets(claims.patch_cost_sentences(cost, ui.lang()))
+    ui.bullets(claims.patch_sentences(study, cost, ui.lang()))
 else:
     st.info(t("step1.study.none_yet"))

@@ -410,7 +410,14 @@ def test_step1_shows_the_patch_size_study_with_p4_from_the_learned_embedding_run
     assert table[col("acc")].tolist() == ["89.00% (2)", "86.00% (1)", "80.00% (1)"]
     assert table[col("train")].tolist() == ["—"] * 3  # the runs' own speeds (two at once, at different times): not shown
     assert translate("step1.study.missing", "en", left="14") in [c.value for c in at.caption]
-    assert translate("step1.study.caption_no_cost", "en") in "\n".join(md.value for md in at.markdown)
+    said = "\n".join(md.value for md in at.markdown)
+    assert translate("step1.study.caption_no_cost", "en") in said
+    each = [translate("step1.study.acc_many", "en", P=4, acc=0.89, n=2, lo=0.88, hi=0.90),
+            translate("step1.study.acc_one", "en", P=7, acc=0.86), translate("step1.study.acc_one", "en", P=14, acc=0.8)]
+    assert translate("step1.study.acc", "en", epochs=claims.SHORT_EPOCHS, each="; ".join(each)) in said
+    assert translate("step1.study.order.smaller", "en") in said  # 89 > 86 > 80: smaller patches scored higher
+    card = claims.card_run("vit")["test_accuracy"]
+    assert translate("step1.study.short", "en", epochs=claims.SHORT_EPOCHS, card_epochs=30, card=card, P=4) in said
 
     # the side-by-side timing: speeds and speed-ups for every P it timed, also before a P is trained
     rows = [{"patch_size": P, "tokens": T, "train_images_per_s": tr, "train_vs_p4": tr / 600, "test_images_per_s": te,
@@ -427,8 +434,23 @@ def test_step1_shows_the_patch_size_study_with_p4_from_the_learned_embedding_run
     assert table[col("test")].tolist() == ["1,500 (1.0×)", "6,000 (4.0×)"]
     said = "\n".join(md.value for md in at.markdown)
     assert translate("step1.study.caption", "en", date="2026-12-02", rounds=5) in said
+    assert not any(translate(f"step1.study.order.{k}", "en") in said for k in ("bigger", "smaller", "mixed"))  # one P
     assert translate("step1.cost.speedup", "en", P=7, P0=4, fewer=50 / 17, train=3.0, test=4.0) in said
     assert translate("step1.cost.why", "en", D=64, M=128, T=50, P=4, share=50 / 306, b16=197 / (197 + 4608)) in said
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_patch_study_says_which_way_accuracy_goes_as_the_patches_grow(lang):
+    from vit_core import claims
+
+    def said(accs):
+        cells = {P: claims.Cell((a,), (0,), (1.0,)) for P, a in zip((4, 7, 14), accs)}
+        return claims.patch_accuracy_sentences(claims.Ablation([], cells, []), lang)
+    t = lambda key: translate(key, lang)  # noqa: E731
+    assert t("step1.study.order.bigger") in said([0.85, 0.857, 0.86])
+    assert t("step1.study.order.mixed") in said([0.85, 0.87, 0.86])
+    assert t("step1.study.order.smaller") in said([0.87, 0.86, 0.80])
+    assert claims.patch_accuracy_sentences(claims.Ablation([], {}, []), lang) == []  # nothing trained: nothing said
 
 
 def test_pictures_go_to_the_browser_as_compressed_images_of_the_same_pixels():

@@ -468,6 +468,33 @@ def patch_cost_sentences(cost: dict | None, lang: str) -> list[str]:
     return out
 
 
+def patch_accuracy_sentences(ab: Ablation, lang: str) -> list[str]:
+    """What the patch-size study's accuracies show: each P's test accuracy with its seeds, which way the
+    accuracy goes as the patches grow, and how far the short schedule is from the embedded model's."""
+    t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
+    if not ab.cells:
+        return []
+    sizes = sorted(ab.cells)
+    each = [t("step1.study.acc_one" if len(ab.cells[P].seeds) == 1 else "step1.study.acc_many", P=P,
+              acc=ab.cells[P].mean, n=len(ab.cells[P].seeds), lo=ab.cells[P].lo, hi=ab.cells[P].hi) for P in sizes]
+    out = [t("step1.study.acc", epochs=SHORT_EPOCHS, each=t("step1.study.acc_sep").join(each))]
+    if len(sizes) > 1:
+        means = [ab.cells[P].mean for P in sizes]
+        up, down = all(b > a for a, b in zip(means, means[1:])), all(b < a for a, b in zip(means, means[1:]))
+        out.append(t("step1.study.order." + ("bigger" if up else "smaller" if down else "mixed")))
+    card = card_run("vit")
+    out.append(t("step1.study.short", epochs=SHORT_EPOCHS, card_epochs=EPOCHS["vit"], card=card["test_accuracy"],
+                 P=json.loads(CARDS["vit"].read_text(encoding="utf-8"))["config"]["patch_size"]))
+    return out
+
+
+def patch_sentences(ab: Ablation, cost: dict | None, lang: str) -> list[str]:
+    """Step 1's patch-size study in words: where the table's numbers come from, what the accuracies show, then
+    what the side-by-side timing shows."""
+    cost_said = patch_cost_sentences(cost, lang)
+    return cost_said[:1] + patch_accuracy_sentences(ab, lang) + cost_said[1:]
+
+
 def variant_table(ab: Ablation, variants: list) -> dict[str, list]:
     """Table columns for `variants` of a study, keyed by column id: "acc" (mean test accuracy and its min–max
     over the seeds), "seeds", "cpu" (CPU minutes per run, mean)."""
@@ -500,5 +527,5 @@ def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:
 
 
 __all__ = ["compare_data_efficiency", "position_sentences", "Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
-           "de_verdict", "budget_checks", "patch_cost", "patch_cost_sentences", "attention_share", "patch_table", "budget_table", "chosen_scale", "de_table", "job_label", "needed_scale",
+           "de_verdict", "budget_checks", "patch_cost", "patch_cost_sentences", "patch_accuracy_sentences", "patch_sentences", "attention_share", "patch_table", "budget_table", "chosen_scale", "de_table", "job_label", "needed_scale",
            "read_study", "window_gain", "BudgetTable", "DeTable"]
