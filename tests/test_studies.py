@@ -262,3 +262,23 @@ def test_the_rerun_of_each_card_lands_within_the_seed_spread_measured_at_smaller
     de = claims.data_efficiency()
     for m in claims.MODELS:
         assert de.card_agrees(m) is not False, (m, de.cards[m], de.reruns[m], de.seed_spread(m))  # None: not run yet
+
+
+def test_the_position_and_patch_studies_are_complete_on_file():
+    """Every position-embedding variant with two seeds under the one short schedule, and P = 7 and 14 beside
+    P = 4 (the learned-embedding runs): the runs the step 1 and step 3 tables are made of."""
+    pos = claims.ablation("position_embeddings", "position_embeddings")
+    assert not pos.missing and {k: sorted(c.seeds) for k, c in pos.cells.items()} == {
+        "learned": [0, 1], "none": [0, 1], "sincos2d": [0, 1]}
+    patch = claims.ablation("patch_size", "patch_size")
+    assert not patch.missing and sorted(patch.cells) == [4, 7, 14] and all(patch.cells[P].seeds for P in (7, 14))
+    assert {r["budget_steps"] for r in pos.runs + patch.runs} == {round(claims.SHORT_EPOCHS * claims.SIZES[-1] / 128)}
+
+
+def test_every_size_and_model_has_its_seed_0_budget_settled_on_file():
+    """Seed 0 of both models at every size, and the doubling check decided for each (model, size): the budget
+    every other seed of the data-efficiency study is trained with."""
+    de = claims.data_efficiency()
+    cells = [(m, n) for m in claims.MODELS for n in claims.SIZES]
+    assert all(0 in de.cells[m][n].seeds for m, n in cells)
+    assert all(de.chosen[c] in claims.scales(c[1]) for c in cells), de.chosen
