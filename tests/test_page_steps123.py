@@ -360,8 +360,9 @@ def test_step3_shows_the_position_embedding_study_from_its_file(lang, model_id, 
     import json
     from vit_core import claims
     runs = [{"job": f"pos-{k}-s{s}", "model": "vit", "seed": s, "position_embeddings": k, "test_accuracy": a,
-             "cpu_time_s": 600.0} for k, s, a in [("learned", 0, 0.88), ("learned", 1, 0.90), ("none", 0, 0.85),
-                                                   ("sincos2d", 0, 0.89)]]
+             "cpu_time_s": 600.0, "last_window_gain": g, "converged": False}
+            for k, s, a, g in [("learned", 0, 0.88, 0.01), ("learned", 1, 0.90, 0.015), ("none", 0, 0.85, 0.03),
+                               ("sincos2d", 0, 0.89, 0.02)]]
     planned = [r["job"] for r in runs] + ["pos-none-s1", "pos-sincos2d-s1"]
     (tmp_path / "position_embeddings.json").write_text(json.dumps({"runs": runs, "planned": planned}))
     monkeypatch.setattr(claims, "EXPERIMENTS", tmp_path)
@@ -374,6 +375,7 @@ def test_step3_shows_the_position_embedding_study_from_its_file(lang, model_id, 
     assert translate("step3.ablation.vs.none", lang, acc=0.85, base=0.89, pts=-4.0) in said
     assert translate("step3.ablation.missing", lang, done=4, planned=6) in said
     assert translate("step3.ablation.paper", lang, pts=2.824) in said  # Table 8: 64.206 % − 61.382 %
+    assert translate("step1.study.rising", lang, lo=1.0, hi=3.0, epochs=claims.SHORT_EPOCHS) in said  # still gaining
     table = next(d.value for d in at.dataframe if translate("step3.ablation.col.kind", lang) in d.value.columns)
     column = lambda key: table[translate(f"step3.ablation.col.{key}", lang)].tolist()  # noqa: E731
     assert column("acc") == ["89.00% (88.00% – 90.00%)", "85.00% (85.00% – 85.00%)", "89.00% (89.00% – 89.00%)"]
@@ -393,7 +395,8 @@ def test_step1_shows_the_patch_size_study_with_p4_from_the_learned_embedding_run
     def run(job, P, acc, seed=0, **kw):
         return {"job": job, "model": "vit", "seed": seed, "patch_size": P, "tokens": (28 // P) ** 2 + 1,
                 "test_accuracy": acc, "cpu_time_s": 100.0, "train_images_per_s": 1000.0 / P,
-                "test_images_per_s": 3000.0 / P, **kw}
+                "test_images_per_s": 3000.0 / P, "last_window_gain": 0.001 if P == 14 else 0.02 / seed if seed else 0.01,
+                "converged": P == 14, **kw}  # P = 14 stopped gaining: 0.1 points in its last quarter
     pos = [run("pos-learned-s0", 4, 0.88, position_embeddings="learned"),
            run("pos-learned-s1", 4, 0.90, seed=1, position_embeddings="learned"),
            run("pos-none-s0", 4, 0.70, position_embeddings="none")]  # not P = 4 of the patch study
@@ -417,7 +420,8 @@ def test_step1_shows_the_patch_size_study_with_p4_from_the_learned_embedding_run
     assert translate("step1.study.acc", "en", epochs=claims.SHORT_EPOCHS, each="; ".join(each)) in said
     assert translate("step1.study.order.smaller", "en") in said  # 89 > 86 > 80: smaller patches scored higher
     card = claims.card_run("vit")["test_accuracy"]
-    assert translate("step1.study.short", "en", epochs=claims.SHORT_EPOCHS, card_epochs=30, card=card, P=4) in said
+    assert translate("step1.study.rising_some", "en", n=3, total=4, lo=0.1, hi=2.0, epochs=claims.SHORT_EPOCHS) + " " + \
+        translate("step1.study.short", "en", card_epochs=30, card=card, P=4) in said
 
     # the side-by-side timing: speeds and speed-ups for every P it timed, also before a P is trained
     rows = [{"patch_size": P, "tokens": T, "train_images_per_s": tr, "train_vs_p4": tr / 600, "test_images_per_s": te,
@@ -445,11 +449,14 @@ def test_the_patch_study_says_which_way_accuracy_goes_as_the_patches_grow(lang):
 
     def said(accs):
         cells = {P: claims.Cell((a,), (0,), (1.0,)) for P, a in zip((4, 7, 14), accs)}
-        return claims.patch_accuracy_sentences(claims.Ablation([], cells, []), lang)
+        runs = [{"last_window_gain": 0.01 * (i + 1), "converged": False} for i in range(3)]
+        return claims.patch_accuracy_sentences(claims.Ablation(runs, cells, []), lang)
     t = lambda key: translate(key, lang)  # noqa: E731
     assert t("step1.study.order.bigger") in said([0.85, 0.857, 0.86])
     assert t("step1.study.order.mixed") in said([0.85, 0.87, 0.86])
     assert t("step1.study.order.smaller") in said([0.87, 0.86, 0.80])
+    rising = translate("step1.study.rising", lang, lo=1.0, hi=3.0, epochs=claims.SHORT_EPOCHS)
+    assert said([0.85, 0.86, 0.87])[-1].startswith(rising)  # every run still gaining: said with its range
     assert claims.patch_accuracy_sentences(claims.Ablation([], {}, []), lang) == []  # nothing trained: nothing said
 
 

@@ -482,10 +482,21 @@ def patch_accuracy_sentences(ab: Ablation, lang: str) -> list[str]:
         means = [ab.cells[P].mean for P in sizes]
         up, down = all(b > a for a, b in zip(means, means[1:])), all(b < a for a, b in zip(means, means[1:]))
         out.append(t("step1.study.order." + ("bigger" if up else "smaller" if down else "mixed")))
-    card = card_run("vit")
-    out.append(t("step1.study.short", epochs=SHORT_EPOCHS, card_epochs=EPOCHS["vit"], card=card["test_accuracy"],
-                 P=json.loads(CARDS["vit"].read_text(encoding="utf-8"))["config"]["patch_size"]))
+    out.append(_join(lang, still_rising(ab, lang),
+                     t("step1.study.short", card_epochs=EPOCHS["vit"], card=card_run("vit")["test_accuracy"],
+                       P=json.loads(CARDS["vit"].read_text(encoding="utf-8"))["config"]["patch_size"])))
     return out
+
+
+def still_rising(ab: Ablation, lang: str) -> str:
+    """How many of a short-schedule study's runs were still improving at their end (by the stopping rule's
+    test, as each run records it), and by how much their last quarter raised validation accuracy."""
+    gains = [100 * r["last_window_gain"] for r in ab.runs]
+    if not gains:
+        return ""
+    still = sum(1 for r in ab.runs if not r["converged"])
+    return translate("step1.study.rising" if still == len(ab.runs) else "step1.study.rising_some", lang, n=still,
+                     total=len(ab.runs), lo=min(gains), hi=max(gains), epochs=SHORT_EPOCHS)
 
 
 def patch_sentences(ab: Ablation, cost: dict | None, lang: str) -> list[str]:
@@ -520,12 +531,12 @@ def position_sentences(ab: Ablation, paper_drop: float, lang: str) -> list[str]:
                 out.append(_join(lang, t(f"step3.ablation.vs.{kind}", acc=c.mean, base=base.mean,
                                          pts=100 * (c.mean - base.mean)), note))
     out.append(t("step3.ablation.paper", pts=100 * paper_drop))
-    out.append(t("step3.ablation.differs", epochs=SHORT_EPOCHS, n=SIZES[-1]))
+    out.append(_join(lang, t("step3.ablation.differs", epochs=SHORT_EPOCHS, n=SIZES[-1]), still_rising(ab, lang)))
     if ab.missing:
         out.append(t("step3.ablation.missing", done=len(ab.planned) - len(ab.missing), planned=len(ab.planned)))
     return out
 
 
 __all__ = ["compare_data_efficiency", "position_sentences", "Ablation", "Cell", "DataEfficiency", "Gap", "ablation", "card_run", "data_efficiency", "de_rules",
-           "de_verdict", "budget_checks", "patch_cost", "patch_cost_sentences", "patch_accuracy_sentences", "patch_sentences", "attention_share", "patch_table", "budget_table", "chosen_scale", "de_table", "job_label", "needed_scale",
+           "de_verdict", "budget_checks", "patch_cost", "patch_cost_sentences", "patch_accuracy_sentences", "patch_sentences", "still_rising", "attention_share", "patch_table", "budget_table", "chosen_scale", "de_table", "job_label", "needed_scale",
            "read_study", "window_gain", "BudgetTable", "DeTable"]
