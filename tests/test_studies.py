@@ -282,3 +282,13 @@ def test_every_size_and_model_has_its_seed_0_budget_settled_on_file():
     cells = [(m, n) for m in claims.MODELS for n in claims.SIZES]
     assert all(0 in de.cells[m][n].seeds for m, n in cells)
     assert all(de.chosen[c] in claims.scales(c[1]) for c in cells), de.chosen
+
+
+def test_the_status_names_every_job_and_only_the_extra_runs_that_exist(capsys):
+    studies.status()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == [j.name for j in studies.plan()]
+    last = lines[-1]
+    assert last.startswith(f"# {len(studies.done_jobs())}/{len(studies.plan())} done") and "with two workers" in last
+    assert ("still being checked" in last) == bool(studies.unplanned_seeds())
+    assert ("if 2× pays" in last) == bool(studies.maybe_full_seeds())

@@ -388,10 +388,16 @@ def status() -> None:
         print(f"{job.name:24s} {state}")
     runs = [r for s in STUDIES for r in read_study(s)["runs"]]
     later, maybe = unplanned_seeds(), maybe_full_seeds()
-    print(f"# {len(done)}/{len(plan())} done, {sum(r['cpu_time_s'] for r in runs) / 3600:.2f} CPU-hours so far, "
-          f"≈ {cpu_minutes_left() / 60:.1f} CPU-hours left in the plan; then {len(later)} seed runs whose budget is "
-          f"still being checked: at least {_minutes(later, OUT) / 60:.1f} CPU-hours more; and if 2× pays at "
-          f"{SIZES[-1]:,} images, {len(maybe)} runs of seed 1 at 2×: {_minutes(maybe, OUT) / 60:.1f} CPU-hours more")
+    left = cpu_minutes_left() / 60
+    said = [f"# {len(done)}/{len(plan())} done, {sum(r['cpu_time_s'] for r in runs) / 3600:.2f} CPU-hours so far, "
+            f"≈ {left:.1f} CPU-hours left in the plan (≈ {left / 2:.1f} h with two workers)"]
+    if later:
+        said.append(f"then {len(later)} seed runs whose budget is still being checked: at least "
+                    f"{_minutes(later, OUT) / 60:.1f} CPU-hours more")
+    if maybe:
+        said.append(f"if 2× pays at {SIZES[-1]:,} images, {len(maybe)} runs of seed 1 at 2×: "
+                    f"{_minutes(maybe, OUT) / 60:.1f} CPU-hours more")
+    print("; ".join(said))
 
 
 def main(argv: list[str] | None = None):
