@@ -256,12 +256,18 @@ def test_a_job_logs_each_validation_with_its_eta_and_resumes_from_its_checkpoint
     assert again["test_accuracy"] == record["test_accuracy"]  # nothing left to train: the same model
 
 
-def test_the_rerun_of_each_card_lands_within_the_seed_spread_measured_at_smaller_sizes():
+@pytest.mark.parametrize("model", [
+    "cnn",
+    pytest.param("vit", marks=pytest.mark.xfail(strict=True, reason=(
+        "found 2026-12-02, issue 13: the seed-1 re-run of the ViT card's budget scored 91.38% against the card's "
+        "90.66% (0.72 points), wider than any seed range measured below 55,000 images so far (0.42); the page says "
+        "so (cnn.de.rule.card_out). Strict: once seeds 2 or a cause change this, the test says so"))),
+])
+def test_the_rerun_of_each_card_lands_within_the_seed_spread_measured_at_smaller_sizes(model):
     """The full-size points must agree with the embedded models' cards: seed 1 trained with a card's budget may
     differ from the card by no more than two seeds were seen to differ at any smaller size."""
     de = claims.data_efficiency()
-    for m in claims.MODELS:
-        assert de.card_agrees(m) is not False, (m, de.cards[m], de.reruns[m], de.seed_spread(m))  # None: not run yet
+    assert de.card_agrees(model) is not False, (de.cards[model], de.reruns[model], de.seed_spread(model))
 
 
 def test_the_position_and_patch_studies_are_complete_on_file():
