@@ -474,17 +474,17 @@ def patch_accuracy_sentences(ab: Ablation, lang: str) -> list[str]:
     t = lambda key, **p: translate(key, lang, **p)  # noqa: E731
     if not ab.cells:
         return []
-    sizes = sorted(ab.cells)
-    each = [t("step1.study.acc_one" if len(ab.cells[P].seeds) == 1 else "step1.study.acc_many", P=P,
-              acc=ab.cells[P].mean, n=len(ab.cells[P].seeds), lo=ab.cells[P].lo, hi=ab.cells[P].hi) for P in sizes]
+    cells = sorted(ab.cells.items())  # (P, Cell), smallest patches first
+    each = [t("step1.study.acc_one" if len(c.seeds) == 1 else "step1.study.acc_many", P=P, acc=c.mean,
+              n=len(c.seeds), lo=c.lo, hi=c.hi) for P, c in cells]
     out = [t("step1.study.acc", epochs=SHORT_EPOCHS, each=t("step1.study.acc_sep").join(each))]
-    if len(sizes) > 1:
-        means = [ab.cells[P].mean for P in sizes]
+    if len(cells) > 1:
+        means = [c.mean for _, c in cells]
         up, down = all(b > a for a, b in zip(means, means[1:])), all(b < a for a, b in zip(means, means[1:]))
         out.append(t("step1.study.order." + ("bigger" if up else "smaller" if down else "mixed")))
-    out.append(_join(lang, still_rising(ab, lang),
-                     t("step1.study.short", card_epochs=EPOCHS["vit"], card=card_run("vit")["test_accuracy"],
-                       P=json.loads(CARDS["vit"].read_text(encoding="utf-8"))["config"]["patch_size"])))
+    card = json.loads(CARDS["vit"].read_text(encoding="utf-8"))  # the embedded ViT: its patch size and its run
+    out.append(_join(lang, still_rising(ab, lang), t("step1.study.short", card_epochs=EPOCHS["vit"],
+                                                     card=card["extra"]["test_accuracy"], P=card["config"]["patch_size"])))
     return out
 
 
