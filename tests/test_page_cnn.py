@@ -208,7 +208,14 @@ def test_the_full_set_is_checked_at_2x_and_the_cards_reproduction_is_judged_by_t
     de = claims.data_efficiency(tmp_path)
     assert de.card_agrees("cnn") is False
     assert any(translate("cnn.de.rule.card_out", "zh", spread=1.0) in line for line in claims.de_rules(de, "zh"))
-    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs[-5:], "planned": []}))  # no second seed
+    first = json.loads(claims.CARDS["vit"].read_text(encoding="utf-8"))["extra"]["history"][0]
+    assert translate("cnn.de.rule.same_code", "zh", loss=first["train_loss"], acc=first["val_accuracy"]) in \
+        claims.de_rules(de, "zh")
+    runs.append(run("cnn", 2, 1, cnn_card - 0.002, 0.0))  # a third run of the card's budget: 1.3 points from the
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs, "planned": []}))  # second one
+    de = claims.data_efficiency(tmp_path)
+    assert de.seed_spread("cnn") == pytest.approx(0.013) and de.card_agrees("cnn") is True  # 1.1 ≤ 1.3 points
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs[-6:-1], "planned": []}))  # no second seed
     assert claims.data_efficiency(tmp_path).card_agrees("vit") is None
 
 

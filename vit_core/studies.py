@@ -85,7 +85,7 @@ def plan(runs: list[dict] | None = None) -> list[Job]:
     runs at scale 1 and 2 always, 4 and 8 only if the last doubling still gained; seeds 1 and 2 join at
     the chosen scale once it is known, so the plan grows as results come in (`runs`: those on file). At the
     full training set seed 0 at scale 1 is the embedded model (its card), the check stops at 2×, and
-    seed 1 also runs at scale 1 to reproduce the card.
+    seeds 1 and 2 also run at scale 1 to reproduce the card (how far seeds scatter at the card's budget).
     """
     runs = [card_run(m) for m in MODELS] + (read_study("data_efficiency")["runs"] if runs is None else runs)
     full, small = SIZES[-1], SIZES[:-1]
@@ -113,6 +113,7 @@ def plan(runs: list[dict] | None = None) -> list[Job]:
     jobs += [de(m, n, 1, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
     jobs += [de(m, full, 1) for m in MODELS]  # the card's budget again, with seed 1: is the card reproduced?
     jobs += [de(m, full, 1, 2) for m in MODELS if chosen[(m, full)] == 2]
+    jobs += [de(m, full, 2) for m in MODELS]  # a third run of the card's budget: its own seed spread
     jobs += [de(m, n, 2, chosen[(m, n)]) for m, n in cells if chosen[(m, n)]]
     return jobs
 
