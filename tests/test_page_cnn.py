@@ -197,7 +197,10 @@ def test_the_full_set_is_checked_at_2x_and_the_cards_reproduction_is_judged_by_t
     assert de.reruns == {"vit": [vit_card - 0.019], "cnn": [cnn_card + 0.004]}
     assert de.seed_spread("vit") == pytest.approx(0.02) and de.seed_spread("cnn") == pytest.approx(0.01)
     assert de.card_agrees("vit") is True and de.card_agrees("cnn") is True  # 1.9 ≤ 2 points; 0.4 ≤ 1 point
+    assert claims.capped(de) == [("vit", 55000, pytest.approx(0.005))]  # the ViT's 2× still gained: the cap
     said = claims.de_rules(de, "en")
+    assert translate("cnn.de.rule.capped", "en", gain=0.2, cells=translate(
+        "cnn.de.capped_cell", "en", model="ViT", size=55000, pts=0.5)) in said
     assert translate("cnn.de.rule.card", "en", model="ViT", full=55000, card=vit_card, reruns=f"{vit_card - 0.019:.2%}",
                      pts=1.9) + " " + translate("cnn.de.rule.card_in", "en", spread=2.0) in said
     assert any(line.startswith(translate("cnn.de.rule.full", "en", full=55000, vit=0, cnn=0, most=2, hours=0)[:60])
@@ -217,6 +220,25 @@ def test_the_full_set_is_checked_at_2x_and_the_cards_reproduction_is_judged_by_t
     assert de.seed_spread("cnn") == pytest.approx(0.013) and de.card_agrees("cnn") is True  # 1.1 ≤ 1.3 points
     (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs[-6:-1], "planned": []}))  # no second seed
     assert claims.data_efficiency(tmp_path).card_agrees("vit") is None
+
+
+def test_a_check_that_ends_at_its_cap_still_gaining_is_named_as_still_rising(tmp_path):
+    def check(m, n, vals):  # seed 0's final validation accuracy at 1×, 2×, 4×, 8×
+        return [{"job": f"de-{m}-{n}-s0" + (f"-x{k}" if k > 1 else ""), "model": m, "train_size": n, "seed": 0,
+                 "scale": k, "test_accuracy": v, "final_val_accuracy": v, "cpu_time_s": 60.0}
+                for k, v in zip((1, 2, 4, 8), vals)]
+    runs = check("vit", 5000, [0.80, 0.82, 0.84, 0.845]) + check("vit", 1000, [0.70, 0.72, 0.74, 0.741]) + check(
+        "cnn", 5000, [0.85, 0.851])
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs, "planned": []}))
+    de = claims.data_efficiency(tmp_path)
+    assert (de.chosen[("vit", 5000)], de.chosen[("vit", 1000)], de.chosen[("cnn", 5000)]) == (8, 4, 1)
+    assert claims.capped(de) == [("vit", 5000, pytest.approx(0.005))]  # 1,000: 8× gained 0.1, so 4× is the budget
+    cell = translate("cnn.de.capped_cell", "zh", model=translate("cnn.model.vit", "zh"), size=5000, pts=0.5)
+    assert translate("cnn.de.rule.capped", "zh", gain=0.2, cells=cell) in claims.de_rules(de, "zh")
+    runs[3]["final_val_accuracy"] = 0.841  # now 8× gains 0.1 at 5,000 too: nothing is still rising
+    (tmp_path / "data_efficiency.json").write_text(json.dumps({"runs": runs, "planned": []}))
+    de = claims.data_efficiency(tmp_path)
+    assert claims.capped(de) == [] and not any("仍在上升" in line for line in claims.de_rules(de, "zh"))
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -331,6 +331,17 @@ def de_verdict(rows: list[dict], lang: str) -> list[str]:
     return out + held
 
 
+def capped(de: DataEfficiency) -> list[tuple[str, int, float]]:
+    """(model, size, validation points its last doubling gained) for each (model, size) whose doubling check
+    stopped at the largest budget allowed while that last doubling still gained at least STOP_GAIN."""
+    out = []
+    for (m, n), s in sorted(de.chosen.items(), key=lambda c: (MODELS.index(c[0][0]), c[0][1])):
+        val = de.checks[(m, n)]
+        if s == scales(n)[-1] and s // 2 in val and val[s] - val[s // 2] >= STOP_GAIN:
+            out.append((m, n, val[s] - val[s // 2]))
+    return out
+
+
 def budget_checks(de: DataEfficiency) -> list[dict]:
     """One row per (model, size) of the doubling check: {"model", "size", "val": {scale: accuracy}, "chosen"}."""
     return [{"model": m, "size": n, "val": de.checks[(m, n)], "chosen": de.chosen[(m, n)]}
@@ -403,6 +414,9 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     stopped = [r for r in runs if r.get("stopped_early")]
     out.append(t("cnn.de.rule.checked", n=sum(1 for c in de.chosen.values() if c), total=len(de.chosen),
                  early=len(stopped)))
+    if capped(de):
+        out.append(t("cnn.de.rule.capped", gain=100 * STOP_GAIN, cells=t("cnn.de.list_sep").join(
+            t("cnn.de.capped_cell", model=t(f"cnn.model.{m}"), size=n, pts=100 * g) for m, n, g in capped(de))))
     cards = de.card_runs
     out.append(t("cnn.de.rule.full", full=full, vit=100 * cards["vit"]["last_window_gain"],
                  cnn=100 * cards["cnn"]["last_window_gain"], most=FULL_SCALES[-1],
