@@ -1398,8 +1398,9 @@ def budget_table(bt: claims.BudgetTable) -> None:
               for k, accuracy in bt.accuracy.items()}
     st.dataframe({t("cnn.de.check.model"): [t(f"cnn.model.{m}") for m in bt.models],
                   t("cnn.de.col.size"): [f"{n:,}" for n in bt.sizes], **scales,
-                  t("cnn.de.check.chosen"): [t("cnn.de.check.scale", scale=k) if k else t("cnn.de.check.pending")
-                                             for k in bt.chosen]}, hide_index=True)
+                  t("cnn.de.check.chosen"): [(t("cnn.de.check.scale", scale=k) + (t("cnn.de.check.rising") if up else ""))
+                                             if k else t("cnn.de.check.pending") for k, up in zip(bt.chosen, bt.rising)]},
+                 hide_index=True)
 
 
 def lead(header: str, text: str, *, caption: str | None = None, more: tuple[str, str] | None = None) -> None:

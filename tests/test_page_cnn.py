@@ -175,6 +175,7 @@ def test_de_table_and_budget_table_are_the_studys_columns(tmp_path):
     assert bt.accuracy == {1: [0.70, 0.8, card_val["vit"], 0.80, 0.85, card_val["cnn"]],
                            2: [0.70, 0.8, None, 0.80, None, None]}
     assert bt.chosen == [1, 1, None, 1, None, None]  # doubling gained nothing; the CNN at 5,000 and 55,000: checking
+    assert bt.rising == [False] * 6
 
 
 def test_the_full_set_is_checked_at_2x_and_the_cards_reproduction_is_judged_by_the_seed_spread(tmp_path):
@@ -233,6 +234,7 @@ def test_a_check_that_ends_at_its_cap_still_gaining_is_named_as_still_rising(tmp
     de = claims.data_efficiency(tmp_path)
     assert (de.chosen[("vit", 5000)], de.chosen[("vit", 1000)], de.chosen[("cnn", 5000)]) == (8, 4, 1)
     assert claims.capped(de) == [("vit", 5000, pytest.approx(0.005))]  # 1,000: 8× gained 0.1, so 4× is the budget
+    assert claims.budget_table(de).rising == [False, True, False, False, False]  # the ViT, then the CNN; 55,000: the cards
     cell = translate("cnn.de.capped_cell", "zh", model=translate("cnn.model.vit", "zh"), size=5000, pts=0.5)
     assert translate("cnn.de.rule.capped", "zh", gain=0.2, cells=cell) in claims.de_rules(de, "zh")
     runs[3]["final_val_accuracy"] = 0.841  # now 8× gains 0.1 at 5,000 too: nothing is still rising

@@ -357,15 +357,17 @@ class BudgetTable:
     accuracy: dict[int, list[float | None]]  # budget scale -> seed 0's final val accuracy per entry (None: not run);
     #                                          only the scales some entry has reached
     chosen: list[int | None]  # the scale found (None: still checking)
+    rising: list[bool]  # the check ended at its cap while the last doubling still gained (capped)
 
 
 def budget_table(de: DataEfficiency) -> BudgetTable:
     """budget_checks(de) column by column."""
-    checks = budget_checks(de)
+    checks, rising = budget_checks(de), {(m, n) for m, n, _ in capped(de)}
     return BudgetTable(models=[c["model"] for c in checks], sizes=[c["size"] for c in checks],
                        accuracy={k: [c["val"].get(k) for c in checks] for k in SCALES
                                  if any(k in c["val"] for c in checks)},
-                       chosen=[c["chosen"] for c in checks])
+                       chosen=[c["chosen"] for c in checks],
+                       rising=[(c["model"], c["size"]) in rising for c in checks])
 
 
 @dataclass(frozen=True)
