@@ -416,9 +416,10 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
     stopped = [r for r in runs if r.get("stopped_early")]
     out.append(t("cnn.de.rule.checked", n=sum(1 for c in de.chosen.values() if c), total=len(de.chosen),
                  early=len(stopped)))
-    if capped(de):
+    rising = capped(de)
+    if rising:
         out.append(t("cnn.de.rule.capped", gain=100 * STOP_GAIN, cells=t("cnn.de.list_sep").join(
-            t("cnn.de.capped_cell", model=t(f"cnn.model.{m}"), size=n, pts=100 * g) for m, n, g in capped(de))))
+            t("cnn.de.capped_cell", model=t(f"cnn.model.{m}"), size=n, pts=100 * g) for m, n, g in rising)))
     cards = de.card_runs
     out.append(t("cnn.de.rule.full", full=full, vit=100 * cards["vit"]["last_window_gain"],
                  cnn=100 * cards["cnn"]["last_window_gain"], most=FULL_SCALES[-1],
