@@ -203,7 +203,7 @@ def test_the_full_set_is_checked_at_2x_and_the_cards_reproduction_is_judged_by_t
     assert translate("cnn.de.rule.capped", "en", gain=0.2, cells=translate(
         "cnn.de.capped_cell", "en", model="ViT", size=55000, pts=0.5)) in said
     assert translate("cnn.de.rule.card", "en", model="ViT", full=55000, card=vit_card, reruns=f"{vit_card - 0.019:.2%}",
-                     pts=1.9) + " " + translate("cnn.de.rule.card_in", "en", spread=2.0) in said
+                     pts="1.90") + " " + translate("cnn.de.rule.card_in", "en", spread=2.0) in said
     assert any(line.startswith(translate("cnn.de.rule.full", "en", full=55000, vit=0, cnn=0, most=2, hours=0)[:60])
                for line in said)
 

@@ -281,6 +281,12 @@ def job_label(job: dict | str, lang: str) -> str:
     return label + (translate("cnn.de.job_scale", lang, scale=scale) if scale > 1 else "")
 
 
+def _span(values: list[float]) -> str:
+    """"0.72" for one value, "0.05–0.72" for several: smallest to largest, two decimals."""
+    lo, hi = f"{min(values):.2f}", f"{max(values):.2f}"
+    return hi if lo == hi else f"{lo}–{hi}"
+
+
 def _join(lang: str, *sentences: str) -> str:
     return ("" if lang == "zh" else " ").join(s for s in sentences if s)  # no space between Chinese sentences
 
@@ -429,7 +435,7 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
             agrees = de.card_agrees(m)
             out.append(_join(lang, t("cnn.de.rule.card", model=t(f"cnn.model.{m}"), full=full, card=de.cards[m],
                                      reruns=", ".join(f"{a:.2%}" for a in de.reruns[m]),
-                                     pts=100 * max(abs(a - de.cards[m]) for a in de.reruns[m])),
+                                     pts=_span([100 * abs(a - de.cards[m]) for a in de.reruns[m]])),
                              t("cnn.de.rule.card_" + {True: "in", False: "out", None: "unknown"}[agrees],
                                spread=100 * (de.seed_spread(m) or 0))))
     if any(de.reruns.values()):  # checked by tests/test_studies.py, which repeats that epoch
