@@ -337,21 +337,24 @@ def de_verdict(rows: list[dict], lang: str) -> list[str]:
     return out + held
 
 
-def capped(de: DataEfficiency) -> list[tuple[str, int, float]]:
-    """(model, size, validation points its last doubling gained) for each (model, size) whose doubling check
-    stopped at the largest budget allowed while that last doubling still gained at least STOP_GAIN."""
-    out = []
-    for (m, n), s in sorted(de.chosen.items(), key=lambda c: (MODELS.index(c[0][0]), c[0][1])):
-        val = de.checks[(m, n)]
-        if s == scales(n)[-1] and s // 2 in val and val[s] - val[s // 2] >= STOP_GAIN:
-            out.append((m, n, val[s] - val[s // 2]))
-    return out
-
-
 def budget_checks(de: DataEfficiency) -> list[dict]:
     """One row per (model, size) of the doubling check: {"model", "size", "val": {scale: accuracy}, "chosen"}."""
     return [{"model": m, "size": n, "val": de.checks[(m, n)], "chosen": de.chosen[(m, n)]}
             for m, n in sorted(de.checks, key=lambda c: (MODELS.index(c[0]), c[1]))]
+
+
+def cap_gain(check: dict) -> float | None:
+    """For a budget_checks row whose check stopped at the largest budget allowed while that last doubling still
+    gained at least STOP_GAIN: the validation accuracy that doubling gained. None for any other row."""
+    s, val = check["chosen"], check["val"]
+    if s == scales(check["size"])[-1] and s // 2 in val and val[s] - val[s // 2] >= STOP_GAIN:
+        return val[s] - val[s // 2]
+    return None
+
+
+def capped(de: DataEfficiency) -> list[tuple[str, int, float]]:
+    """(model, size, validation accuracy its last doubling gained) for each (model, size) still rising at its cap."""
+    return [(c["model"], c["size"], g) for c in budget_checks(de) if (g := cap_gain(c)) is not None]
 
 
 @dataclass(frozen=True)
@@ -363,17 +366,17 @@ class BudgetTable:
     accuracy: dict[int, list[float | None]]  # budget scale -> seed 0's final val accuracy per entry (None: not run);
     #                                          only the scales some entry has reached
     chosen: list[int | None]  # the scale found (None: still checking)
-    rising: list[bool]  # the check ended at its cap while the last doubling still gained (capped)
+    rising: list[bool]  # the check ended at its cap while the last doubling still gained (cap_gain)
 
 
 def budget_table(de: DataEfficiency) -> BudgetTable:
     """budget_checks(de) column by column."""
-    checks, rising = budget_checks(de), {(m, n) for m, n, _ in capped(de)}
+    checks = budget_checks(de)
     return BudgetTable(models=[c["model"] for c in checks], sizes=[c["size"] for c in checks],
                        accuracy={k: [c["val"].get(k) for c in checks] for k in SCALES
                                  if any(k in c["val"] for c in checks)},
                        chosen=[c["chosen"] for c in checks],
-                       rising=[(c["model"], c["size"]) in rising for c in checks])
+                       rising=[cap_gain(c) is not None for c in checks])
 
 
 @dataclass(frozen=True)
