@@ -299,7 +299,7 @@ def de_verdict(rows: list[dict], lang: str) -> list[str]:
     name = lambda key: t(f"cnn.model.{key}")  # noqa: E731
     pending = [r["size"] for r in rows if r.get("settled") is False]
     rows = [r for r in rows if r.get("settled") is not False]
-    held = [t("cnn.de.pending", sizes=", ".join(f"{n:,}" for n in pending))] if pending else []
+    held = [t("cnn.de.pending", sizes=t("cnn.de.num_sep").join(f"{n:,}" for n in pending))] if pending else []
     if not rows:
         return held
     leaders = [r["leader"] for r in rows]
@@ -437,7 +437,7 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
         if de.reruns[m]:
             agrees = de.card_agrees(m)
             out.append(_join(lang, t("cnn.de.rule.card", model=t(f"cnn.model.{m}"), full=full, card=de.cards[m],
-                                     reruns=", ".join(f"{a:.2%}" for a in de.reruns[m]),
+                                     reruns=t("cnn.de.num_sep").join(f"{a:.2%}" for a in de.reruns[m]),
                                      pts=_span([100 * abs(a - de.cards[m]) for a in de.reruns[m]])),
                              t("cnn.de.rule.card_" + {True: "in", False: "out", None: "unknown"}[agrees],
                                spread=100 * (de.seed_spread(m) or 0))))
@@ -445,12 +445,12 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
         first = vit["history"][0]
         out.append(t("cnn.de.rule.same_code", loss=first["train_loss"], acc=first["val_accuracy"]))
     seeds = sorted({r["seed"] for r in runs})
-    out.append(t("cnn.de.rule.seeds", seeds=", ".join(map(str, seeds)), n=len(runs),
+    out.append(t("cnn.de.rule.seeds", seeds=t("cnn.de.num_sep").join(map(str, seeds)), n=len(runs),
                  cpu=sum(r["cpu_time_s"] for r in runs) / 3600, every=len(de.every),
                  all=sum(r["cpu_time_s"] for r in de.every) / 3600, full=full))
     if de.missing:
         out.append(t("cnn.de.rule.missing", done=len(de.planned) - len(de.missing), planned=len(de.planned),
-                     left=", ".join(job_label(j, lang) for j in de.missing)))
+                     left=t("cnn.de.list_sep").join(job_label(j, lang) for j in de.missing)))
     return out
 
 
