@@ -423,7 +423,9 @@ def de_rules(de: DataEfficiency, lang: str) -> list[str]:
            t("cnn.de.rule.optim", lr=vit["lr"], wd=vit["weight_decay"], warmup=vit["warmup_frac"],
              ls=vit["label_smoothing"], pad=vit["crop_pad"], vit=vit["parameters"], cnn=cnn["parameters"])]
     stopped = [r for r in runs if r.get("stopped_early")]
-    out.append(t("cnn.de.rule.checked", n=sum(1 for c in de.chosen.values() if c), total=len(de.chosen),
+    settled = sum(1 for c in de.chosen.values() if c)
+    done = settled == len(de.chosen) and not de.missing  # nothing planned is left: no "so far"
+    out.append(t("cnn.de.rule.checked" + ("_all" if done else ""), n=settled, total=len(de.chosen),
                  early=len(stopped)))
     rising = capped(de)
     if rising:
