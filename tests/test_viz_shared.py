@@ -103,3 +103,13 @@ def test_a_failed_build_lets_the_waiting_sessions_build_it_themselves():
         th.join(10)
     assert len(errors) == 1 and len(got) == 3 and len(calls) == 2  # the failure is its caller's; one rebuild
     assert all(g is got[0] for g in got) and not shared._building
+
+
+def test_the_compute_axis_labels_every_tick_with_its_whole_value():
+    """A log axis with plotly's minor labels writes 50 as "5" between 10 and 100; ours are written out and span
+    the data: every run inside the ticks, 1-2-5 steps, no tick more than a step beyond the data."""
+    from vit_core.viz.reach import compute_by_size
+    cpu_s = {"ViT": [(240.0, 300.0), (6000.0, 6600.0)], "CNN": [(180.0,), (2400.0,)]}  # 3 to 110 minutes
+    y = compute_by_size([1000, 20000], cpu_s, title="", x_title="", y_title="", hover="").layout.yaxis
+    assert list(y.tickvals) == [2, 5, 10, 20, 50, 100, 200] and list(y.ticktext) == [
+        "2", "5", "10", "20", "50", "100", "200"]

@@ -190,7 +190,10 @@ def compute_by_size(sizes: list[int], cpu_s: dict[str, list[tuple[float, ...]]],
                                               array=[max(m) - a for m, a in zip(minutes, mean)],
                                               arrayminus=[a - min(m) for m, a in zip(minutes, mean)])))
     fig.update_xaxes(title=x_title, type="log", tickvals=sizes, tickformat=",")
-    fig.update_yaxes(title=y_title, type="log", dtick="D2")  # minor labels at 2 and 5 only
+    every = [s / 60 for row in cpu_s.values() for runs in row for s in runs]
+    ticks = [m * 10 ** e for e in range(-2, 6) for m in (1, 2, 5)]  # 1-2-5 steps, written out in full: a label
+    ticks = [v for v in ticks if min(every) / 2 <= v <= 2 * max(every)]  # "5" between 10 and 100 reads as five
+    fig.update_yaxes(title=y_title, type="log", tickvals=ticks, ticktext=[f"{v:,g}" for v in ticks])
     return style(fig, title=title, height=height, legend=dict(orientation="h", y=-0.3))
 
 
