@@ -180,9 +180,10 @@ def compute_by_size(sizes: list[int], cpu_s: dict[str, list[tuple[float, ...]]],
                     y_title: str, hover: str, height: int = 340) -> go.Figure:
     """CPU minutes of one training run per training-set size (log-log), a line per model: `cpu_s` maps a model's
     label to its runs' CPU seconds at each size; the mean over its seeds, bars from the cheapest to the dearest."""
-    fig = go.Figure()
+    fig, every = go.Figure(), []
     for i, (label, row) in enumerate(cpu_s.items()):
         minutes = [[s / 60 for s in runs] for runs in row]
+        every += [m for runs in minutes for m in runs]
         mean = [sum(m) / len(m) for m in minutes]
         fig.add_trace(go.Scatter(x=sizes, y=mean, mode="lines+markers", name=label, line=dict(color=PALETTE[i], width=2),
                                  marker=dict(size=8), hovertemplate=f"{label} · {hover}<extra></extra>",
@@ -190,7 +191,6 @@ def compute_by_size(sizes: list[int], cpu_s: dict[str, list[tuple[float, ...]]],
                                               array=[max(m) - a for m, a in zip(minutes, mean)],
                                               arrayminus=[a - min(m) for m, a in zip(minutes, mean)])))
     fig.update_xaxes(title=x_title, type="log", tickvals=sizes, tickformat=",")
-    every = [s / 60 for row in cpu_s.values() for runs in row for s in runs]
     ticks = [m * 10 ** e for e in range(-2, 6) for m in (1, 2, 5)]  # 1-2-5 steps, written out in full: a label
     ticks = [v for v in ticks if min(every) / 2 <= v <= 2 * max(every)]  # "5" between 10 and 100 reads as five
     fig.update_yaxes(title=y_title, type="log", tickvals=ticks, ticktext=[f"{v:,g}" for v in ticks])
